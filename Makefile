@@ -1,0 +1,32 @@
+# Two commands: `make demo` and `make test`. Both create .venv when it is missing.
+# TORCH picks the torch requirement installed first (the CPU build 2.13.0 by default;
+# e.g. `make TORCH='torch>=2.2' test` for another one).
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint format bench clean
+
+$(BIN)/scorelab: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(BIN)/scorelab
+
+demo: $(BIN)/scorelab
+	$(BIN)/scorelab demo --out runs/demo
+
+test: $(BIN)/scorelab
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/scorelab
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: $(BIN)/scorelab
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache

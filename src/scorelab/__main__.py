@@ -1,0 +1,5 @@
+import sys
+
+from scorelab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,383 @@
+"""The command line: parse, load config, call library functions; no maths here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from scorelab.errors import ScorelabError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit status 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+# flag -> (config key, type, default, help); defaults come from the config dataclasses
+def _train_flags() -> list[tuple[str, str, object, str]]:
+    from scorelab.config import RunConfig
+
+    d = RunConfig()
+    t, m = d.train, d.model
+    return [
+        (
+            "--data",
+            "data",
+            str,
+            "built-in dataset name (ring, swissroll, moons, checkerboard) "
+            "or a path to an (N, d) float .npy file",
+        ),
+        (
+            "--n-data",
+            "n_data",
+            _positive_int,
+            f"points drawn from a built-in dataset (default: {d.n_data})",
+        ),
+        (
+            "--objective",
+            "objective",
+            str,
+            "what the network predicts and regresses: eps "
+            "(L_simple, Algorithm 1), x0 (the denoiser, seed 002) or v (default: eps)",
+        ),
+        (
+            "--schedule",
+            "schedule.name",
+            str,
+            "beta schedule: linear (DDPM, 1e-4..0.02), cosine, "
+            "quadratic or sigmoid (default: linear)",
+        ),
+        (
+            "--T",
+            "schedule.T",
+            _positive_int,
+            f"number of diffusion steps (default: {d.schedule.T})",
+        ),
+        (
+            "--steps",
+            "train.steps",
+            _positive_int,
+            f"total optimizer steps of the run; with "
+            f"--resume, train until this total (default: {t.steps})",
+        ),
+        (
+            "--batch-size",
+            "train.batch_size",
+            _positive_int,
+            f"batch size (default: {t.batch_size})",
+        ),
+        ("--lr", "train.lr", _positive_float, f"peak Adam learning rate (default: {t.lr})"),
+        (
+            "--warmup",
+            "train.warmup",
+            _nonneg_int,
+            f"linear warm-up steps before cosine decay (default: {t.warmup})",
+        ),
+        (
+            "--grad-clip",
+            "train.grad_clip",
+            _positive_float,
+            f"max gradient norm (default: {t.grad_clip})",
+        ),
+        (
+            "--ema-decay",
+            "train.ema_decay",
+            _fraction,
+            f"EMA decay of the weights used for sampling (default: {t.ema_decay})",
+        ),
+        (
+            "--seed",
+            "train.seed",
+            _nonneg_int,
+            f"seed of the data, weights, batches and noise (default: {t.seed})",
+        ),
+        (
+            "--ckpt-every",
+            "train.ckpt_every",
+            _positive_int,
+            f"steps between checkpoints (default: {t.ckpt_every})",
+        ),
+        (
+            "--log-every",
+            "train.log_every",
+            _positive_int,
+            f"steps between rows of metrics.csv (default: {t.log_every})",
+        ),
+        ("--width", "model.width", _positive_int, f"MLP width (default: {m.width})"),
+        ("--depth", "model.depth", _positive_int, f"MLP residual blocks (default: {m.depth})"),
+    ]
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a diffusion model into a run directory",
+        description="Train a DDPM (Algorithm 1 of Ho et al. 2020) on a dataset. The run "
+        "directory gets config.json, checkpoints (safetensors), metrics.csv and loss.png.",
+    )
+    for flag, key, typ, help_ in _train_flags():
+        p.add_argument(flag, dest=key, type=typ, default=None, help=help_)
+    p.add_argument("--out", required=True, type=Path, help="run directory to create or resume")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly "
+        "where its last checkpoint stopped (flags other than --steps must match)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_sample(sub) -> None:
+    from scorelab.processes import VARIANCES
+    from scorelab.samplers import SAMPLERS
+
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a trained run",
+        description="Sample from a run's EMA weights; .npy gets the samples in the data's own "
+        "units, .png a scatter plot of samples against the data.",
+    )
+    p.add_argument("run_dir", type=Path, help="run directory written by `scorelab train`")
+    p.add_argument(
+        "--n", type=_positive_int, default=2000, help="number of samples (default: 2000)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="FILE.npy or FILE.png")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the noise (default: 0)")
+    p.add_argument(
+        "--sampler",
+        default="ddpm",
+        choices=list(SAMPLERS),
+        help="sampler (default: ddpm; `scorelab samplers` lists them)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="sampling steps (default: T; fewer steps respace the grid)",
+    )
+    p.add_argument(
+        "--variance",
+        default="beta_tilde",
+        choices=list(VARIANCES),
+        help="reverse variance sigma_t^2 of Algorithm 2 (default: beta_tilde)",
+    )
+    p.add_argument(
+        "--weights",
+        default="ema",
+        choices=["ema", "raw"],
+        help="which weights to sample with (default: ema)",
+    )
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="train on the ring of Gaussians, sample, and write pictures and metrics",
+        description="The one-command tour: trains a DDPM on eight Gaussians on a ring, samples "
+        "with Algorithm 2, and writes data-vs-samples, the denoising trajectory and the loss "
+        "curve, and the sliced Wasserstein distance next to its data-vs-data floor.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)"
+    )
+    p.add_argument(
+        "--steps", type=_positive_int, default=3000, help="training steps (default: 3000)"
+    )
+    p.add_argument(
+        "--n", type=_positive_int, default=4000, help="samples to draw and compare (default: 4000)"
+    )
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="scorelab",
+        description="Diffusion generative models, checked against exact answers.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
+    _add_sample(sub)
+    _add_demo(sub)
+    sub.add_parser("samplers", help="list the samplers with their papers and NFE per step")
+    p = sub.add_parser("env", help="print versions and devices, for bug reports")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from scorelab.config import RunConfig, apply_overrides
+    from scorelab.evaluation import loss_curve
+    from scorelab.run import train
+
+    overrides = {
+        key: getattr(args, key) for _, key, _, _ in _train_flags() if getattr(args, key) is not None
+    }
+    if args.resume:
+        result = train(
+            RunConfig(), args.out, resume_overrides=overrides, progress=not args.no_progress
+        )
+    else:
+        if "data" not in overrides:
+            raise ScorelabError("--data is required for a new run")
+        cfg = apply_overrides(RunConfig(), overrides)
+        result = train(cfg, args.out, progress=not args.no_progress)
+    loss_curve(args.out / "metrics.csv", args.out / "loss.png")
+    print(
+        f"trained to step {result.step} in {result.seconds:.1f}s, final loss "
+        f"{result.final_loss:.4f}, {result.bad_steps} skipped steps; checkpoint "
+        f"{result.checkpoint}"
+    )
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from scorelab.build import build_data
+    from scorelab.evaluation import scatter_vs_data
+    from scorelab.run import load_run
+
+    suffix = args.out.suffix.lower()
+    if suffix not in (".npy", ".png"):
+        raise ScorelabError(f"--out must end in .npy or .png, got {args.out}")
+    run = load_run(args.run_dir, weights=args.weights)
+    t0 = time.perf_counter()
+    x, result = run.sample(
+        args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, variance=args.variance
+    )
+    seconds = time.perf_counter() - t0
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npy":
+            tmp = args.out.with_name(f".{args.out.name}.tmp.npy")
+            np.save(tmp, x.numpy())
+            tmp.replace(args.out)
+        else:
+            data = build_data(run.config)
+            scatter_vs_data(
+                x, data[: args.n], args.out, f"{run.config.data}: {args.sampler}, {result.nfe} NFE"
+            )
+    except OSError as e:
+        raise ScorelabError(f"cannot write {args.out}: {e.strerror or e}") from None
+    print(f"wrote {args.n} samples to {args.out} ({result.nfe} NFE, {seconds:.2f}s)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from scorelab.demo import run_demo
+
+    run_demo(args.out, steps=args.steps, n=args.n, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def cmd_samplers(args: argparse.Namespace) -> int:
+    from scorelab.samplers import SAMPLER_INFO
+
+    width = max(map(len, SAMPLER_INFO))
+    for name, info in SAMPLER_INFO.items():
+        print(f"{name:<{width}}  {info.nfe_per_step} NFE/step  {info.summary} [{info.paper}]")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import numpy
+    import torch
+
+    import scorelab
+
+    info = {
+        "scorelab": scorelab.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "devices": ["cpu"]
+        + [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }
+    if args.format == "json":
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key:<10} {value}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "demo": cmd_demo,
+    "samplers": cmd_samplers,
+    "env": cmd_env,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ScorelabError as e:
+        print(f"scorelab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        where = getattr(args, "out", None)
+        print(
+            f"\nscorelab {args.command}: interrupted"
+            + (
+                f"; the last checkpoint in {where} is intact (continue with --resume)"
+                if args.command == "train"
+                else ""
+            ),
+            file=sys.stderr,
+        )
+        return 130

@@ -1,0 +1,113 @@
+"""Frozen run configuration: what a run directory needs to rebuild its model and data.
+
+A run stores its resolved RunConfig as config.json and in each checkpoint's metadata, so
+`sample` and `eval` need only the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from scorelab.errors import CheckpointError, ScorelabError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    dim: int = 2
+    width: int = 128
+    depth: int = 3
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "linear"
+    T: int = 1000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 5000
+    batch_size: int = 512
+    lr: float = 1e-2
+    warmup: int = 200
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    seed: int = 0
+    ckpt_every: int = 1000
+    log_every: int = 25
+    max_bad_steps: int = 5
+
+    def validate(self) -> None:
+        checks = [
+            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
+            (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]"),
+            (self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}"),
+            (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
+            (self.ckpt_every >= 1, f"--ckpt-every must be >= 1, got {self.ckpt_every}"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.max_bad_steps >= 1, "max_bad_steps must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ScorelabError(message)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: str = "ring"
+    n_data: int = 20_000
+    objective: str = "eps"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    normalizer: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        try:
+            nested = {"model": ModelConfig, "schedule": ScheduleConfig, "train": TrainConfig}
+            kwargs = {k: nested[k](**v) if k in nested else v for k, v in d.items()}
+            return cls(**kwargs)
+        except TypeError as e:
+            raise CheckpointError(
+                f"the stored run config is not one this version reads: {e}"
+            ) from None
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys whose values differ between two config dicts, as 'key: a vs b'."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} vs {vb!r}")
+    return out
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Set dotted keys ('train.lr', 'objective', ...) on a config, returning a new one."""
+    d = cfg.to_dict()
+    for key, value in overrides.items():
+        node = d
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        if leaf not in node:
+            raise ScorelabError(f"unknown config key {key!r}")
+        node[leaf] = value
+    return RunConfig.from_dict(d)

@@ -1,0 +1,31 @@
+"""Data: built-in 2-D distributions and .npy arrays; DATASETS names the built-in ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from scorelab.data.arrays import check_array, load_npy
+from scorelab.data.normalize import Normalizer
+from scorelab.data.toy import TOY_DATASETS
+from scorelab.errors import DataError
+
+DATASETS = dict(TOY_DATASETS)
+
+
+def load_dataset(name: str, n: int = 20_000, *, seed: int = 0) -> Tensor:
+    """A built-in dataset by name (n points drawn with seed) or a .npy file path: (N, d)."""
+    if name in DATASETS:
+        if n < 1:
+            raise DataError(f"n must be positive, got {n}")
+        return DATASETS[name](n, torch.Generator().manual_seed(seed)).float()
+    if name.endswith(".npy") or Path(name).suffix:
+        return load_npy(name)
+    raise DataError(
+        f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or a path to a .npy file"
+    )
+
+
+__all__ = ["DATASETS", "Normalizer", "check_array", "load_dataset", "load_npy"]

@@ -1,0 +1,80 @@
+"""Pictures a person would rather look at than read: scatter plots, trajectories, loss curves."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def _limits(*xs: Tensor, margin: float = 0.1) -> tuple[tuple[float, float], tuple[float, float]]:
+    lo = min(float(x[:, :2].min()) for x in xs)
+    hi = max(float(x[:, :2].max()) for x in xs)
+    pad = (hi - lo) * margin
+    return (lo - pad, hi + pad), (lo - pad, hi + pad)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def scatter_vs_data(samples: Tensor, data: Tensor, path: Path, title: str = "") -> Path:
+    """Data and samples side by side on the same fixed axes (first two coordinates)."""
+    xlim, ylim = _limits(samples, data)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
+    for ax, pts, name, color in (
+        (axes[0], data, "data", "tab:blue"),
+        (axes[1], samples, "samples", "tab:orange"),
+    ):
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, color=color, linewidths=0)
+        ax.set_title(f"{name} (n={len(pts)})")
+        ax.set_xlim(xlim)
+        ax.set_ylim(ylim)
+        ax.set_aspect("equal")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def trajectory_panels(frames: Sequence[tuple[float, Tensor]], path: Path) -> Path:
+    """The denoising trajectory x_t at a few times, from noise (t = T) to data (t = 0)."""
+    xlim, ylim = _limits(*(x for _, x in frames))
+    fig, axes = plt.subplots(1, len(frames), figsize=(2.6 * len(frames), 2.8))
+    for ax, (t, x) in zip(axes, frames, strict=True):
+        ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, linewidths=0, color="tab:purple")
+        ax.set_title(f"t = {t:g}")
+        ax.set_xlim(xlim)
+        ax.set_ylim(ylim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
+
+
+def loss_curve(metrics_csv: Path, path: Path) -> Path:
+    """The training loss (and learning rate) against the step, from metrics.csv."""
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [float(r["loss"]) for r in rows], lw=1, label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [float(r["lr"]) for r in rows], lw=1, color="tab:gray", ls="--")
+    ax2.set_ylabel("learning rate", color="tab:gray")
+    ax.set_title("training loss")
+    return _save(fig, path)

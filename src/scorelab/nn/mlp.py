@@ -1,0 +1,38 @@
+"""A residual MLP with a time embedding, for vector data (B, d)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from scorelab.nn.embedding import TimeEmbedding
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width)
+        )
+
+    def forward(self, h: Tensor, temb: Tensor) -> Tensor:
+        return h + self.net(h + temb)
+
+
+class MLP(nn.Module):
+    """forward(x (B, d), t (B,)) -> (B, d): a prediction of eps, x0, v or the score."""
+
+    def __init__(self, dim: int, width: int = 128, depth: int = 3, time_scale: float = 1.0) -> None:
+        super().__init__()
+        if dim < 1 or width < 1 or depth < 1:
+            raise ValueError("dim, width and depth must be positive")
+        self.time = TimeEmbedding(width, time_scale)
+        self.inp = nn.Linear(dim, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, dim))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        temb = self.time(t)
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(h)

@@ -1,0 +1,120 @@
+"""Exact conversions between what a network may predict at x_t = a x_0 + sigma eps.
+
+With a = sqrt(alpha_bar_t) and sigma = sqrt(1 - alpha_bar_t) (so a^2 + sigma^2 = 1):
+  x0    = (x_t - sigma eps) / a            (the denoiser D_t(x) = E[x_0 | x_t = x], seed 001)
+  eps   = (x_t - a x0) / sigma
+  v     = a eps - sigma x0                 (Salimans & Ho 2022)
+  score = -eps / sigma                     (grad log p_t; seed 000)
+Every conversion goes through eps; adapters turn any of these functions into an eps_fn.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from scorelab._tensor import append_dims
+from scorelab.errors import ScorelabError
+from scorelab.typing import PREDICTIONS, EpsFn, ModelFn, Prediction, Schedule, ScoreFn
+
+
+def _check(kind: str) -> None:
+    if kind not in PREDICTIONS:
+        raise ScorelabError(f"unknown prediction {kind!r}; choose one of: {', '.join(PREDICTIONS)}")
+
+
+def _a_sigma(alpha_bar: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    alpha_bar = append_dims(alpha_bar.to(x.dtype), x.ndim)
+    return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+
+
+def to_eps(pred: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
+    """The eps that a prediction of the given kind implies at x_t."""
+    _check(kind)
+    a, sigma = _a_sigma(alpha_bar, x_t)
+    if kind == "eps":
+        return pred
+    if kind == "x0":
+        return (x_t - a * pred) / sigma
+    if kind == "v":
+        return sigma * x_t + a * pred
+    return -sigma * pred
+
+
+def from_eps(eps: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
+    """The prediction of the given kind that an eps implies at x_t."""
+    _check(kind)
+    a, sigma = _a_sigma(alpha_bar, x_t)
+    if kind == "eps":
+        return eps
+    if kind == "x0":
+        return (x_t - sigma * eps) / a
+    if kind == "v":
+        return (eps - sigma * x_t) / a
+    return -eps / sigma
+
+
+def convert(
+    pred: Tensor, src: Prediction, dst: Prediction, x_t: Tensor, alpha_bar: Tensor
+) -> Tensor:
+    """Convert a prediction of kind src at x_t into kind dst, exactly."""
+    return from_eps(to_eps(pred, src, x_t, alpha_bar), dst, x_t, alpha_bar)
+
+
+def target(kind: Prediction, x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """The regression target for kind, given the clean x0 and the noise eps that made x_t."""
+    _check(kind)
+    a, sigma = _a_sigma(alpha_bar, x0)
+    return from_eps(eps, kind, a * x0 + sigma * eps, alpha_bar)
+
+
+def as_eps_fn(model_fn: ModelFn, schedule: Schedule, prediction: Prediction = "eps") -> EpsFn:
+    """Wrap a function predicting eps, x0, v or the score as an eps_fn(x, t)."""
+    _check(prediction)
+    if prediction == "eps":
+        return model_fn
+
+    def eps_fn(x: Tensor, t: Tensor) -> Tensor:
+        return to_eps(model_fn(x, t), prediction, x, schedule.alpha_bar(t))
+
+    return eps_fn
+
+
+def from_score(score_fn: ScoreFn, schedule: Schedule) -> EpsFn:
+    """eps_fn from a score function: eps = -sigma_t * score."""
+    return as_eps_fn(score_fn, schedule, "score")
+
+
+def from_denoiser(denoiser: ModelFn, schedule: Schedule) -> EpsFn:
+    """eps_fn from a denoiser D_t(x) = E[x_0 | x_t = x]."""
+    return as_eps_fn(denoiser, schedule, "x0")
+
+
+def score_from_eps(eps_fn: EpsFn, schedule: Schedule) -> ScoreFn:
+    """score_fn from an eps_fn: score = -eps / sigma_t."""
+
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
+        return from_eps(eps_fn(x, t), "score", x, schedule.alpha_bar(t))
+
+    return score_fn
+
+
+def denoiser_from_eps(eps_fn: EpsFn, schedule: Schedule) -> ModelFn:
+    """D_t from an eps_fn: x0 = (x - sigma_t eps) / sqrt(alpha_bar_t)."""
+
+    def denoiser(x: Tensor, t: Tensor) -> Tensor:
+        return from_eps(eps_fn(x, t), "x0", x, schedule.alpha_bar(t))
+
+    return denoiser
+
+
+__all__ = [
+    "as_eps_fn",
+    "convert",
+    "denoiser_from_eps",
+    "from_denoiser",
+    "from_eps",
+    "from_score",
+    "score_from_eps",
+    "target",
+    "to_eps",
+]

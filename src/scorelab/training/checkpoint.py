@@ -1,0 +1,146 @@
+"""Checkpoints: one safetensors file per save, written atomically, nothing unpickled.
+
+A checkpoint holds tensors under prefixes (model/, ema/, optim/, rng/) and JSON metadata:
+the resolved run config, the step and the non-tensor parts of the training state. A save
+writes a temporary file in the same folder, fsyncs it, keeps the previous checkpoint as
+checkpoint.prev.safetensors and moves the new one into place with os.replace, so a crash
+at any moment leaves a complete checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from scorelab.errors import CheckpointError
+
+FORMAT = "scorelab-checkpoint/1"
+CHECKPOINT = "checkpoint.safetensors"
+PREVIOUS = "checkpoint.prev.safetensors"
+
+
+def flatten_state(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """Move every tensor of a nested dict/list into tensors[key]; return the JSON skeleton."""
+    if isinstance(obj, Tensor):
+        tensors[prefix] = obj.detach().cpu().contiguous()
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {
+            "__dict__": [[k, flatten_state(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]
+        }
+    if isinstance(obj, (list, tuple)):
+        return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
+    """Inverse of flatten_state."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        return {k: unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a small file atomically: temp file in the same folder, fsync, os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(run_dir: Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> Path:
+    """Atomically write run_dir/checkpoint.safetensors, keeping the previous one."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"refusing to write a checkpoint with non-finite values in {key}")
+    run_dir = Path(run_dir)
+    path, tmp = run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.tmp"
+    meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    if path.exists():
+        os.replace(path, run_dir / PREVIOUS)
+    os.replace(tmp, path)
+    _fsync_dir(run_dir)
+    return path
+
+
+def read_checkpoint(
+    path: Path, prefixes: tuple[str, ...] | None = None
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read tensors (only those under the given prefixes, if any) and the decoded metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            if raw.get("format") != FORMAT:
+                raise CheckpointError(f"{path} is not a scorelab checkpoint")
+            keys = [k for k in f if prefixes is None or k.startswith(prefixes)]
+            tensors = {k: f.get_tensor(k) for k in keys}
+        meta = {k: json.loads(v) for k, v in raw.items() if k != "format"}
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors raises several types for truncated files
+        previous = path.with_name(PREVIOUS)
+        good = previous if previous.is_file() and previous != path else None
+        hint = f"; last good: {good}" if good else ""
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or corrupt ({type(e).__name__}){hint}"
+        ) from None
+    return tensors, meta
+
+
+def load_state_dict_checked(module: torch.nn.Module, state: dict[str, Tensor], what: str) -> None:
+    """Load weights, explaining missing, unexpected or mis-shaped ones in words."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+        raise CheckpointError(
+            f"{what} does not match the model built from its config: " + "; ".join(parts)
+        )
+    module.load_state_dict(state)

@@ -1,0 +1,43 @@
+"""Protocols shared by samplers, objectives and adapters.
+
+A sampler needs only a callable and a schedule: eps_fn(x, t) -> eps, with x of shape (B, *)
+and t a float tensor of shape (B,) in the schedule's own time units.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from torch import Tensor
+
+Prediction = Literal["eps", "x0", "v", "score"]
+PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v", "score")
+
+
+class EpsFn(Protocol):
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor: ...
+
+
+class ScoreFn(Protocol):
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor: ...
+
+
+class ModelFn(Protocol):
+    """A network's forward: a prediction of the kind its parameterization names."""
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor: ...
+
+
+class Schedule(Protocol):
+    """A variance-preserving noise process: everything follows from alpha_bar(t)."""
+
+    @property
+    def T(self) -> float: ...
+
+    def alpha_bar(self, t: Tensor) -> Tensor: ...
+
+
+class Callback(Protocol):
+    """Receives each sampler step: index i, time t, current x_t and the predicted x0."""
+
+    def __call__(self, i: int, t: Tensor, x: Tensor, x0: Tensor) -> None: ...
