@@ -107,18 +107,21 @@ def read_checkpoint(
             raw = f.metadata() or {}
             if raw.get("format") != FORMAT:
                 raise CheckpointError(f"{path} is not a scorelab checkpoint")
-            keys = [k for k in f if prefixes is None or k.startswith(prefixes)]
+            keys = [k for k in f.keys() if prefixes is None or k.startswith(prefixes)]
             tensors = {k: f.get_tensor(k) for k in keys}
         meta = {k: json.loads(v) for k, v in raw.items() if k != "format"}
     except CheckpointError:
         raise
-    except Exception as e:  # safetensors raises several types for truncated files
+    except Exception:  # safetensors raises several types for truncated files
         previous = path.with_name(PREVIOUS)
-        good = previous if previous.is_file() and previous != path else None
-        hint = f"; last good: {good}" if good else ""
-        raise CheckpointError(
-            f"checkpoint {path} is incomplete or corrupt ({type(e).__name__}){hint}"
-        ) from None
+        hint = ""
+        if previous != path and previous.is_file():
+            try:
+                _, prev_meta = read_checkpoint(previous, prefixes=("-",))
+                hint = f"; last good: {previous} (step {prev_meta.get('step', '?')})"
+            except CheckpointError:
+                hint = f"; {previous} is unreadable too"
+        raise CheckpointError(f"checkpoint {path} is incomplete or corrupt{hint}") from None
     return tensors, meta
 
 

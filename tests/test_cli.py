@@ -1,0 +1,274 @@
+"""The command line end to end on tiny runs, exact resume, and every bad input's clear error."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from scorelab.cli import main
+
+TINY = [
+    "--steps",
+    "30",
+    "--batch-size",
+    "64",
+    "--width",
+    "16",
+    "--depth",
+    "1",
+    "--n-data",
+    "500",
+    "--log-every",
+    "1",
+    "--no-progress",
+]
+
+
+def _losses(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f)]
+
+
+def _fail(argv, capsys, pattern):
+    """The command exits with 2 and one line naming the problem, no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert pattern in err, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--data", "moons", "--out", str(run), *TINY]) == 0
+    return run
+
+
+def test_train_writes_a_complete_run(trained):
+    assert {"config.json", "checkpoint.safetensors", "metrics.csv", "loss.png"} <= {
+        p.name for p in trained.iterdir()
+    }
+    cfg = json.loads((trained / "config.json").read_text())
+    assert cfg["data"] == "moons" and cfg["train"]["steps"] == 30 and cfg["model"]["dim"] == 2
+    with safe_open(str(trained / "checkpoint.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        assert json.loads(f.metadata()["step"]) == 30
+    assert any(k.startswith("ema/") for k in keys) and any(k.startswith("model/") for k in keys)
+    assert [s for s, _ in _losses(trained)] == list(range(1, 31))
+
+
+def test_sample_npy_in_data_units_and_png(trained, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(trained), "--n", "64", "--out", str(out), "--steps", "20"]) == 0
+    x = np.load(out)
+    assert x.shape == (64, 2) and np.isfinite(x).all()
+    # in the data's own units: moons spans about [-2, 2], not the unit-variance model space
+    assert (
+        main(
+            [
+                "sample",
+                str(trained),
+                "--n",
+                "64",
+                "--out",
+                str(tmp_path / "s.png"),
+                "--steps",
+                "10",
+                "--variance",
+                "beta",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    again = tmp_path / "again.npy"
+    assert main(["sample", str(trained), "--n", "64", "--out", str(again), "--steps", "20"]) == 0
+    assert np.array_equal(np.load(again), x)  # same seed, same samples
+    assert "wrote 64 samples" in capsys.readouterr().out
+
+
+def test_resume_gives_identical_losses_and_weights(tmp_path, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    args = ["--data", "ring", "--ckpt-every", "7", *TINY]
+    assert main(["train", "--out", str(full), *args]) == 0
+    assert main(["train", "--out", str(part), *args[: -len(TINY)], *TINY[2:], "--steps", "14"]) == 0
+    assert main(["train", "--out", str(part), "--resume", "--steps", "30", "--no-progress"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert _losses(part) == _losses(full)
+    with (
+        safe_open(str(full / "checkpoint.safetensors"), "pt") as a,
+        safe_open(str(part / "checkpoint.safetensors"), "pt") as b,
+    ):
+        for key in a.keys():
+            assert (a.get_tensor(key) == b.get_tensor(key)).all(), key
+
+
+def test_resume_after_a_crash_drops_rows_past_the_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    args = ["--data", "ring", "--ckpt-every", "10", *TINY]
+    assert main(["train", "--out", str(run), *args]) == 0
+    reference = _losses(run)
+    # simulate a crash after step 30's rows but with the checkpoint of step 20
+    prev = run / "checkpoint.prev.safetensors"
+    prev.replace(run / "checkpoint.safetensors")
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert _losses(run) == reference
+
+
+def test_env_and_samplers(capsys):
+    assert main(["env", "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"scorelab", "torch", "numpy", "python", "devices"} <= set(info)
+    assert main(["samplers"]) == 0
+    assert "ddpm" in capsys.readouterr().out
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--data",
+        "--steps",
+        "--batch-size",
+        "--lr",
+        "--objective",
+        "--schedule",
+        "--seed",
+        "--resume",
+        "--out",
+    ):
+        assert flag in out
+
+
+# -- bad input: one line, exit status 2 ----------------------------------------------------
+def test_unknown_dataset(tmp_path, capsys):
+    _fail(
+        ["train", "--data", "spiral", "--out", str(tmp_path / "r"), *TINY],
+        capsys,
+        "unknown dataset 'spiral'",
+    )
+
+
+@pytest.mark.parametrize(
+    "arr, message",
+    [
+        (np.array([[np.nan, 1.0]]), "NaN or infinite"),
+        (np.zeros((0, 2)), "empty"),
+        (np.zeros(4), "2-D"),
+    ],
+)
+def test_bad_npy(tmp_path, capsys, arr, message):
+    np.save(tmp_path / "d.npy", arr)
+    _fail(
+        ["train", "--data", str(tmp_path / "d.npy"), "--out", str(tmp_path / "r"), *TINY],
+        capsys,
+        message,
+    )
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--steps", "0"),
+        ("--steps", "-5"),
+        ("--batch-size", "0"),
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--ema-decay", "1.5"),
+    ],
+)
+def test_out_of_range_numbers(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "ring", "--out", str(tmp_path / "r"), flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err
+
+
+def test_unknown_objective_and_schedule(tmp_path, capsys):
+    _fail(
+        ["train", "--data", "ring", "--out", str(tmp_path / "a"), "--objective", "noise", *TINY],
+        capsys,
+        "unknown objective 'noise'",
+    )
+    _fail(
+        ["train", "--data", "ring", "--out", str(tmp_path / "b"), "--schedule", "zigzag", *TINY],
+        capsys,
+        "unknown schedule 'zigzag'",
+    )
+
+
+def test_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _fail(
+        ["train", "--data", "ring", "--out", str(blocker / "run"), *TINY], capsys, "cannot write to"
+    )
+
+
+def test_existing_run_needs_resume(trained, capsys):
+    _fail(["train", "--data", "moons", "--out", str(trained), *TINY], capsys, "--resume")
+
+
+def test_missing_run_dir(tmp_path, capsys):
+    _fail(
+        ["sample", str(tmp_path / "nope"), "--out", str(tmp_path / "x.npy")],
+        capsys,
+        "does not exist",
+    )
+    (tmp_path / "empty").mkdir()
+    _fail(
+        ["sample", str(tmp_path / "empty"), "--out", str(tmp_path / "x.npy")],
+        capsys,
+        "no checkpoint",
+    )
+    _fail(["train", "--out", str(tmp_path / "empty"), "--resume"], capsys, "no checkpoint")
+
+
+def test_corrupt_checkpoint_names_the_last_good_one(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--data", "ring", "--out", str(run), "--ckpt-every", "10", *TINY]) == 0
+    ckpt = run / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    _fail(
+        ["sample", str(run), "--out", str(tmp_path / "x.npy")],
+        capsys,
+        "incomplete or corrupt; last good: ",
+    )
+    _fail(["train", "--out", str(run), "--resume"], capsys, "incomplete or corrupt")
+
+
+def test_resume_with_a_different_config(trained, capsys):
+    _fail(
+        ["train", "--out", str(trained), "--resume", "--objective", "x0"],
+        capsys,
+        "objective: 'eps' vs 'x0'",
+    )
+
+
+def test_checkpoint_that_does_not_match_its_config(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--data", "ring", "--out", str(run), *TINY]) == 0
+    from safetensors.torch import load_file, save_file
+
+    path = run / "checkpoint.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    meta_cfg = json.loads(meta["config"])
+    meta_cfg["model"]["width"] = 32
+    meta["config"] = json.dumps(meta_cfg)
+    save_file(tensors, str(path), metadata=meta)
+    _fail(
+        ["sample", str(run), "--out", str(tmp_path / "x.npy")],
+        capsys,
+        "does not match the model built from its config",
+    )
+
+
+def test_bad_sample_output_suffix(trained, tmp_path, capsys):
+    _fail(["sample", str(trained), "--out", str(tmp_path / "x.txt")], capsys, ".npy or .png")

@@ -1,0 +1,159 @@
+"""Algorithm 2 with the exact eps of a Gaussian mixture reproduces the mixture."""
+
+import math
+
+import pytest
+import torch
+
+from scorelab import make_schedule, sample
+from scorelab.oracle import GaussianMixture
+from scorelab.samplers import SAMPLERS, sample_ddpm
+
+
+def _check_mixture(x, mixture, z=5.0, bias=0.0):
+    """Mode weights within z standard errors; the residuals standardized by their mode,
+    pooled over modes, have mean 0 and variance 1 within z standard errors (+ an allowance
+    for the variance, the known bias of fixed reverse variances at finite T)."""
+    x = x.reshape(x.shape[0], -1).double()
+    n = x.shape[0]
+    labels = mixture.responsibilities(x).argmax(1)
+    for k in range(mixture.n_components):
+        w = float(mixture.weights[k])
+        assert abs(float((labels == k).double().mean()) - w) < z * math.sqrt(w * (1 - w) / n)
+    std_resid = (x - mixture.means[labels]) / mixture.variances[labels].sqrt()
+    m = std_resid.numel()
+    assert (std_resid.mean(0).abs() < z / math.sqrt(n)).all(), std_resid.mean(0)
+    assert abs(float(std_resid.var()) - 1) < z * math.sqrt(2 / m) + bias, float(std_resid.var())
+    return float(std_resid.var())
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_ddpm_with_exact_eps_reproduces_the_mixture(mixture_2d, variance):
+    s = make_schedule("linear")
+    g = torch.Generator().manual_seed(0)
+    out = sample(
+        mixture_2d.eps_fn(s),
+        (4000, 2),
+        s,
+        "ddpm",
+        generator=g,
+        dtype=torch.float64,
+        variance=variance,
+    )
+    assert out.nfe == 1000
+    _check_mixture(out.x, mixture_2d)
+
+
+def test_ddpm_respaced_to_100_steps_still_reproduces_the_mixture(mixture_2d):
+    s = make_schedule("linear")
+    g = torch.Generator().manual_seed(1)
+    out = sample(
+        mixture_2d.eps_fn(s),
+        (4000, 2),
+        s,
+        "ddpm",
+        100,
+        generator=g,
+        dtype=torch.float64,
+        variance="beta_tilde",
+    )
+    assert out.nfe == 100
+    # beta_tilde on a 10x coarser grid under-disperses (about 0.85 of the variance here);
+    # weights and means stay exact
+    var = _check_mixture(out.x, mixture_2d, bias=0.2)
+    assert var < 1
+
+
+def test_images_shaped_gaussian(generator):
+    """(B, 1, 8, 8) data: a 64-D Gaussian with per-pixel means and variances."""
+    means = torch.linspace(-1, 1, 64, dtype=torch.float64)[None]
+    variances = torch.linspace(0.05, 0.5, 64, dtype=torch.float64)[None]
+    gm = GaussianMixture(torch.ones(1), means, variances)
+    s = make_schedule("cosine")
+    out = sample(
+        gm.eps_fn(s), (2000, 1, 8, 8), s, "ddpm", 200, generator=generator, dtype=torch.float64
+    )
+    x = out.x.reshape(2000, 64)
+    assert out.x.shape == (2000, 1, 8, 8)
+    se = (variances[0] / 2000).sqrt()
+    assert ((x.mean(0) - means[0]).abs() < 5 * se).all()
+    ratio = x.var(0) / variances[0]
+    assert ((ratio - 1).abs() < 5 * math.sqrt(2 / 2000) + 0.1).all()
+
+
+def test_ddpm_score_form_equals_ddpm(mixture_2d):
+    """x_{t-1} = A_t x_t + B_t grad log p_t + sqrt(C_t) z is Algorithm 2 (seed 001, task 1)."""
+    s = make_schedule("linear")
+    eps_fn = mixture_2d.eps_fn(s)
+    for variance in ("beta", "beta_tilde"):
+        a = sample(
+            eps_fn,
+            (500, 2),
+            s,
+            "ddpm",
+            50,
+            generator=torch.Generator().manual_seed(5),
+            dtype=torch.float64,
+            variance=variance,
+        )
+        b = sample(
+            eps_fn,
+            (500, 2),
+            s,
+            "ddpm-score",
+            50,
+            variance=variance,
+            generator=torch.Generator().manual_seed(5),
+            dtype=torch.float64,
+        )
+        assert torch.allclose(a.x, b.x, rtol=1e-9, atol=1e-9)
+
+
+def test_score_step_coefficients_limit():
+    """With beta_t = h gamma_t: A_t = 1 + h gamma_t / 2 + o(h), B_t = h gamma_t + o(h)."""
+    from scorelab.processes import score_step_coefficients
+
+    errors = []
+    for T in (100, 1000, 10_000):
+        s = make_schedule("linear", T=T)  # beta rescaled by 1000 / T: h = 1 / T
+        t = torch.tensor([T // 2], dtype=torch.float64)
+        beta = float(s.beta(T // 2))
+        A, B, _ = score_step_coefficients(s, t)
+        errors.append((abs(float(A) - 1 - beta / 2), abs(float(B) - beta), beta))
+    for (ea, eb, beta), (ea2, eb2, beta2) in zip(errors, errors[1:], strict=False):
+        assert ea / beta > 5 * ea2 / beta2 and eb / beta > 5 * eb2 / beta2  # o(h): ratio -> 0
+
+
+def test_trajectory_nfe_and_callback(mixture_2d):
+    s = make_schedule("linear", T=100)
+    seen = []
+    out = sample(
+        mixture_2d.eps_fn(s),
+        (10, 2),
+        s,
+        "ddpm",
+        20,
+        record_trajectory=True,
+        callback=lambda i, t, x, x0: seen.append(i),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.nfe == 20 and seen == list(range(20))
+    assert [t for t, _ in out.trajectory] == s.timesteps(20).tolist()
+    assert torch.equal(out.trajectory[-1][1], out.x)
+
+
+def test_same_generator_same_samples(mixture_2d):
+    s = make_schedule("linear", T=50)
+    runs = [
+        sample(mixture_2d.eps_fn(s), (100, 2), s, generator=torch.Generator().manual_seed(9))
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0].x, runs[1].x)
+
+
+def test_registry_and_unknown_sampler():
+    from scorelab.errors import ScorelabError
+
+    assert SAMPLERS["ddpm"] is sample_ddpm
+    with pytest.raises(ScorelabError, match="unknown sampler"):
+        sample(lambda x, t: x, (2, 2), make_schedule(), "nope")
