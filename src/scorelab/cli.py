@@ -323,7 +323,10 @@ def cmd_samplers(args: argparse.Namespace) -> int:
 
     width = max(map(len, SAMPLER_INFO))
     for name, info in SAMPLER_INFO.items():
-        print(f"{name:<{width}}  {info.nfe_per_step} NFE/step  {info.summary} [{info.paper}]")
+        print(
+            f"{name:<{width}}  {info.summary}. NFE: {info.nfe}. Grid: {info.spacing}. "
+            f"[{info.paper}]"
+        )
     return 0
 
 

@@ -12,6 +12,7 @@ from scorelab.processes.ddpm import (
     q_sample,
     q_step,
     score_step_coefficients,
+    signal_noise,
 )
 from scorelab.processes.parameterization import (
     as_eps_fn,
@@ -48,6 +49,7 @@ __all__ = [
     "q_step",
     "score_from_eps",
     "score_step_coefficients",
+    "signal_noise",
     "target",
     "to_eps",
 ]

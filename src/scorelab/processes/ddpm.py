@@ -38,6 +38,12 @@ def _coeffs(schedule: Schedule, t: Tensor, x: Tensor) -> Tensor:
     return append_dims(schedule.alpha_bar(t).to(x.dtype), x.ndim)
 
 
+def signal_noise(schedule: Schedule, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """a_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t), shaped to broadcast with x."""
+    alpha_bar = _coeffs(schedule, t, x)
+    return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+
+
 def _prev(t: Tensor, s: Tensor | None) -> Tensor:
     return t - 1 if s is None else s
 

@@ -71,6 +71,29 @@ class DiscreteSchedule:
         la = self.log_alpha_bar(t)
         return la - torch.log(-torch.expm1(la))
 
+    def beta_rate(self, t: Tensor | float) -> Tensor:
+        """beta(t) = -d log alpha_bar / dt of the continuous-time VP-SDE this schedule defines.
+
+        Constant on each segment [i, i + 1) (log alpha_bar is linear there): -log(1 - beta_i);
+        at an integer t the segment below it is used, the one a reverse step crosses.
+        """
+        t = torch.as_tensor(t)
+        table = self._log_alpha_bar.to(t.device)
+        i = (torch.ceil(t.to(torch.float64)) - 1).clamp(0, self.T - 1).long()
+        out = table[i] - table[i + 1]
+        return out.to(t.dtype if t.is_floating_point() else torch.float32)
+
+    def time_at_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        """The inverse of log_snr(t) on [0, T] (float64): the time with that log-SNR."""
+        lam = torch.as_tensor(log_snr, dtype=torch.float64)
+        # alpha_bar = sigmoid(lambda), so log alpha_bar = -softplus(-lambda)
+        target = -torch.nn.functional.softplus(-lam)
+        table = -self._log_alpha_bar.to(lam.device)  # increasing in t
+        value = (-target).clamp(float(table[0]), float(table[-1]))
+        i = (torch.searchsorted(table, value.contiguous()) - 1).clamp(0, self.T - 1)
+        lo, hi = table[i], table[i + 1]
+        return i.to(torch.float64) + (value - lo) / (hi - lo)
+
     def beta(self, t: Tensor | int) -> Tensor:
         """beta_t for integer t in 1..T (float64)."""
         t = torch.as_tensor(t)

@@ -16,33 +16,100 @@ from torch import Tensor
 from scorelab._tensor import randn
 from scorelab.errors import ScorelabError
 from scorelab.samplers.ancestral import sample_ddpm, sample_ddpm_score
+from scorelab.samplers.continuous import (
+    sample_annealed_langevin,
+    sample_euler_maruyama,
+    sample_heun_edm,
+    sample_langevin,
+    sample_ode_euler,
+    sample_ode_heun,
+    sample_ode_rk45,
+    sample_pc,
+)
+from scorelab.samplers.ddim import sample_ddim, sample_dpm_solver_pp
+from scorelab.samplers.timesteps import SPACINGS, make_timesteps
 from scorelab.typing import Callback, EpsFn, Schedule
 
 
 @dataclass(frozen=True)
 class SamplerInfo:
-    """What a sampler is, where it comes from, and its eps_fn calls per step."""
+    """What a sampler is, where it comes from, its eps_fn calls and its default time grid."""
 
     summary: str
     paper: str
-    nfe_per_step: int
+    nfe: str
+    spacing: str = "uniform"
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": sample_ddpm,
     "ddpm-score": sample_ddpm_score,
+    "ddim": sample_ddim,
+    "dpm-solver++": sample_dpm_solver_pp,
+    "heun-edm": sample_heun_edm,
+    "ode-euler": sample_ode_euler,
+    "ode-heun": sample_ode_heun,
+    "ode-rk45": sample_ode_rk45,
+    "euler-maruyama": sample_euler_maruyama,
+    "pc": sample_pc,
+    "langevin": sample_langevin,
+    "annealed-langevin": sample_annealed_langevin,
 }
 
 SAMPLER_INFO: dict[str, SamplerInfo] = {
     "ddpm": SamplerInfo(
-        "ancestral sampling, sigma^2 = beta or beta_tilde; respaced grids recompute beta",
+        "ancestral sampling, sigma^2 = beta or beta_tilde (variance=); respacing recomputes beta",
         "Ho et al. 2020, Algorithm 2",
-        1,
+        "1 per step",
     ),
     "ddpm-score": SamplerInfo(
-        "the DDPM step as A_t x + B_t score + sqrt(C_t) z",
-        "seed 001, task 1; Song et al. 2021",
-        1,
+        "the DDPM step as A_t x + B_t score + sqrt(C_t) z", "seed 001, task 1", "1 per step"
+    ),
+    "ddim": SamplerInfo(
+        "DDIM; eta=0 deterministic (PF-ODE), eta=1 equals respaced DDPM",
+        "Song, Meng & Ermon 2021",
+        "1 per step",
+    ),
+    "dpm-solver++": SamplerInfo(
+        "multistep DPM-Solver++ in log-SNR, data prediction, order=1|2|3",
+        "Lu et al. 2022",
+        "1 per step",
+        "logsnr",
+    ),
+    "heun-edm": SamplerInfo(
+        "Heun on the sigma-hat ODE, Karras grid (rho=7), optional churn",
+        "Karras et al. 2022, Algorithm 2",
+        "2 per step, 1 on the last",
+        "karras",
+    ),
+    "ode-euler": SamplerInfo(
+        "Euler on the probability-flow ODE in t", "Song et al. 2021", "1 per step"
+    ),
+    "ode-heun": SamplerInfo(
+        "Heun on the probability-flow ODE in t", "Song et al. 2021", "2 per step, 1 on the last"
+    ),
+    "ode-rk45": SamplerInfo(
+        "adaptive Dormand-Prince 5(4) on the PF-ODE (rtol, atol); grid gives only the ends",
+        "Song et al. 2021; Dormand & Prince 1980",
+        "adaptive (reported)",
+    ),
+    "euler-maruyama": SamplerInfo(
+        "Euler-Maruyama on the reverse VP-SDE", "Song et al. 2021, eq. 6", "1 per step"
+    ),
+    "pc": SamplerInfo(
+        "predictor-corrector: reverse-SDE predictor + Langevin corrector at a target snr",
+        "Song et al. 2021, Algorithm 1",
+        "1 + n_corrector per step",
+    ),
+    "langevin": SamplerInfo(
+        "unadjusted Langevin dynamics on p_t at one small t, step_size or snr",
+        "seed 000; Roberts & Tweedie 1996",
+        "1 per step",
+    ),
+    "annealed-langevin": SamplerInfo(
+        "annealed Langevin over the grid's noise levels, n_inner steps each, then denoise",
+        "Song & Ermon 2019",
+        "n_inner per level + 1",
     ),
 }
 
@@ -63,6 +130,8 @@ def sample(
     sampler: str = "ddpm",
     steps: int | None = None,
     *,
+    spacing: str | None = None,
+    t_min: float | None = None,
     generator: torch.Generator | None = None,
     x_T: Tensor | None = None,
     record_trajectory: bool = False,
@@ -71,10 +140,15 @@ def sample(
     dtype: torch.dtype = torch.float32,
     **options,
 ) -> SampleResult:
-    """Draw samples with a named sampler from any eps_fn(x, t); t runs in schedule units."""
+    """Draw samples with a named sampler from any eps_fn(x, t); t runs in schedule units.
+
+    steps is the number of grid intervals (default T); spacing picks the grid (the sampler's
+    default if None); other options go to the sampler (variance=, eta=, order=, churn=, ...).
+    """
     if sampler not in SAMPLERS:
         raise ScorelabError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    timesteps = schedule.timesteps(steps)
+    spacing = SAMPLER_INFO[sampler].spacing if spacing is None else spacing
+    timesteps = make_timesteps(schedule, steps or schedule.T, spacing, t_min=t_min)
     x = randn(tuple(shape), generator=generator, dtype=dtype, device=device) if x_T is None else x_T
     nfe = 0
 
@@ -99,4 +173,12 @@ def sample(
     return SampleResult(out, nfe, trajectory)
 
 
-__all__ = ["SAMPLERS", "SAMPLER_INFO", "SampleResult", "SamplerInfo", "sample"]
+__all__ = [
+    "SAMPLERS",
+    "SAMPLER_INFO",
+    "SPACINGS",
+    "SampleResult",
+    "SamplerInfo",
+    "make_timesteps",
+    "sample",
+]

@@ -1,0 +1,311 @@
+"""Samplers of the continuous-time view of the VP process (Song et al. 2021).
+
+The schedule defines the VP-SDE dx = -beta(t)/2 x dt + sqrt(beta(t)) dW with
+beta(t) = -d log alpha_bar / dt. Its reverse SDE and probability-flow ODE use the score
+grad log p_t = -eps / sigma_t:
+  reverse SDE:  dx = [-beta/2 x - beta score] dt + sqrt(beta) dW-bar
+  PF-ODE:       dx/dt = -beta(t)/2 (x + score)
+Karras et al. (2022) write the same ODE in sigma-hat = sigma/a and x-hat = x/a, where it is
+d x-hat / d sigma-hat = eps: heun-edm integrates that form. Every sampler ends with the x0
+prediction at its last positive time (the step to t = 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from scorelab._tensor import append_dims, batch_times, randn_like
+from scorelab.errors import ScorelabError
+from scorelab.odeint import odeint_rk45
+from scorelab.processes.ddpm import signal_noise
+from scorelab.typing import Callback, EpsFn, Schedule
+
+
+def pf_ode_drift(eps_fn: EpsFn, schedule: Schedule, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """dx/dt of the probability-flow ODE at (x, t), and the eps it used."""
+    _, sigma = signal_noise(schedule, t, x)
+    beta = append_dims(schedule.beta_rate(t).to(x.dtype), x.ndim)
+    eps = eps_fn(x, t)
+    return -0.5 * beta * (x - eps / sigma), eps
+
+
+def _x0(schedule: Schedule, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+    a, sigma = signal_noise(schedule, t, x)
+    return (x - sigma * eps) / a
+
+
+@torch.no_grad()
+def sample_ode_euler(
+    eps_fn: EpsFn,
+    x: Tensor,
+    schedule: Schedule,
+    timesteps: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Euler steps of the probability-flow ODE in t (Song et al. 2021, eq. 13)."""
+    return _ode_fixed(eps_fn, x, schedule, timesteps, heun=False, callback=callback)
+
+
+@torch.no_grad()
+def sample_ode_heun(
+    eps_fn: EpsFn,
+    x: Tensor,
+    schedule: Schedule,
+    timesteps: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Heun (trapezoidal) steps of the probability-flow ODE in t; 2 NFE per step."""
+    return _ode_fixed(eps_fn, x, schedule, timesteps, heun=True, callback=callback)
+
+
+def _ode_fixed(eps_fn, x, schedule, timesteps, *, heun, callback):
+    for i in range(len(timesteps) - 1):
+        t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
+        d, eps = pf_ode_drift(eps_fn, schedule, x, t)
+        x0 = _x0(schedule, x, t, eps)
+        if timesteps[i + 1] == 0:
+            x = x0
+        else:
+            h = float(timesteps[i + 1] - timesteps[i])
+            x_next = x + h * d
+            if heun:
+                d2, _ = pf_ode_drift(eps_fn, schedule, x_next, s)
+                x_next = x + h * (d + d2) / 2
+            x = x_next
+        if callback is not None:
+            callback(i, s, x, x0)
+    return x
+
+
+@torch.no_grad()
+def sample_ode_rk45(
+    eps_fn: EpsFn,
+    x: Tensor,
+    schedule: Schedule,
+    timesteps: Tensor,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-4,
+    t_min: float | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Adaptive Dormand-Prince on the PF-ODE from T to t_min, then the x0 prediction.
+
+    The grid only gives the end points: t_min defaults to its last positive time.
+    """
+    t_end = float(timesteps[-2]) if t_min is None else float(t_min)
+    f = lambda y, t: pf_ode_drift(eps_fn, schedule, y, batch_times(t, y))[0]  # noqa: E731
+    x, _ = odeint_rk45(f, x, float(timesteps[0]), t_end, rtol=rtol, atol=atol)
+    t = batch_times(t_end, x)
+    x0 = _x0(schedule, x, t, eps_fn(x, t))
+    if callback is not None:
+        callback(0, t * 0, x0, x0)
+    return x0
+
+
+@torch.no_grad()
+def sample_heun_edm(
+    eps_fn: EpsFn,
+    x: Tensor,
+    schedule: Schedule,
+    timesteps: Tensor,
+    *,
+    churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Heun's 2nd-order method in sigma-hat (Karras et al. 2022, Algorithm 2), optional churn."""
+    positive = timesteps[:-1].to(torch.float64)
+    sig = torch.cat([torch.exp(-schedule.log_snr(positive) / 2), positive.new_zeros(1)]).tolist()
+    n = len(timesteps) - 1
+    a_T, _ = signal_noise(schedule, batch_times(timesteps[0], x), x)
+    xh = x / a_T  # x-hat = x / a
+    for i in range(n):
+        t = float(timesteps[i])
+        sigma = sig[i]
+        if churn > 0 and s_tmin <= sigma <= s_tmax:
+            gamma = min(churn / n, math.sqrt(2) - 1)
+            sigma_hat = sigma * (1 + gamma)
+            xh = xh + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * randn_like(xh, generator)
+            t = min(float(schedule.time_at_log_snr(-2 * math.log(sigma_hat))), schedule.T)
+            sigma = sigma_hat
+        d = _eps_hat(eps_fn, schedule, xh, t)
+        x0 = xh - sigma * d
+        x_next = xh + (sig[i + 1] - sigma) * d
+        if sig[i + 1] > 0:
+            d2 = _eps_hat(eps_fn, schedule, x_next, float(timesteps[i + 1]))
+            x_next = xh + (sig[i + 1] - sigma) * (d + d2) / 2
+        xh = x_next
+        if callback is not None:
+            s = batch_times(timesteps[i + 1], xh)
+            a_s, _ = signal_noise(schedule, s, xh)
+            callback(i, s, a_s * xh, x0)
+    return xh
+
+
+def _eps_hat(eps_fn: EpsFn, schedule: Schedule, xh: Tensor, t: float) -> Tensor:
+    tt = batch_times(t, xh)
+    a, _ = signal_noise(schedule, tt, xh)
+    return eps_fn(a * xh, tt)
+
+
+@torch.no_grad()
+def sample_euler_maruyama(
+    eps_fn: EpsFn,
+    x: Tensor,
+    schedule: Schedule,
+    timesteps: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Euler-Maruyama on the reverse VP-SDE (Song et al. 2021, eq. 6), beta integrated exactly
+    over each step: h beta = log(alpha_bar_s / alpha_bar_t)."""
+    for i in range(len(timesteps) - 1):
+        t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
+        x, x0 = _reverse_sde_step(eps_fn, schedule, x, t, s, float(timesteps[i + 1]), generator)
+        if callback is not None:
+            callback(i, s, x, x0)
+    return x
+
+
+def _reverse_sde_step(eps_fn, schedule, x, t, s, s_value, generator):
+    eps = eps_fn(x, t)
+    a_t, sigma_t = signal_noise(schedule, t, x)
+    x0 = (x - sigma_t * eps) / a_t
+    if s_value == 0:
+        return x0, x0
+    hb = append_dims((schedule.log_alpha_bar(s) - schedule.log_alpha_bar(t)).to(x.dtype), x.ndim)
+    score = -eps / sigma_t
+    x = x + hb * (0.5 * x + score) + hb.sqrt() * randn_like(x, generator)
+    return x, x0
+
+
+def _langevin(
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    x: Tensor,
+    t: Tensor,
+    n: int,
+    *,
+    snr: float | None,
+    step_size: float | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """n steps x <- x + delta score + sqrt(2 delta) z at time t (seed 000).
+
+    delta is step_size, or set by a target signal-to-noise ratio r from batch-mean norms:
+    delta = 2 (r ||z|| / ||score||)^2 (Song et al. 2021, Algorithms 4-5).
+    """
+    _, sigma = signal_noise(schedule, t, x)
+    for _ in range(n):
+        score = -eps_fn(x, t) / sigma
+        z = randn_like(x, generator)
+        if step_size is not None:
+            delta = torch.full_like(sigma, step_size)
+        else:
+            # batch-mean norms: a per-example ratio explodes where the score vanishes
+            norm = lambda v: v.reshape(v.shape[0], -1).norm(dim=1).mean()  # noqa: E731
+            delta = torch.full_like(sigma, float(2 * (snr * norm(z) / norm(score)) ** 2))
+        x = x + delta * score + (2 * delta).sqrt() * z
+    return x
+
+
+def _check_langevin(snr, step_size):
+    if (snr is None) == (step_size is None):
+        raise ScorelabError("give exactly one of snr and step_size")
+    if (snr is not None and snr <= 0) or (step_size is not None and step_size <= 0):
+        raise ScorelabError("snr and step_size must be > 0")
+
+
+@torch.no_grad()
+def sample_langevin(
+    eps_fn: EpsFn,
+    x: Tensor,
+    schedule: Schedule,
+    timesteps: Tensor,
+    *,
+    t: float | None = None,
+    step_size: float | None = 1e-3,
+    snr: float | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Unadjusted Langevin dynamics on p_t at one time t (the grid's last positive time by
+    default), one step per grid interval: x <- x + delta grad log p_t(x) + sqrt(2 delta) z."""
+    step_size = None if snr is not None else step_size
+    _check_langevin(snr, step_size)
+    tt = batch_times(float(timesteps[-2]) if t is None else t, x)
+    for i in range(len(timesteps) - 1):
+        x = _langevin(eps_fn, schedule, x, tt, 1, snr=snr, step_size=step_size, generator=generator)
+        if callback is not None:
+            callback(i, tt, x, x)
+    return x
+
+
+@torch.no_grad()
+def sample_annealed_langevin(
+    eps_fn: EpsFn,
+    x: Tensor,
+    schedule: Schedule,
+    timesteps: Tensor,
+    *,
+    n_inner: int = 5,
+    snr: float | None = 0.16,
+    step_size: float | None = None,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Annealed Langevin dynamics (Song & Ermon 2019): n_inner Langevin steps on each p_t of
+    the grid from high to low noise, then (denoise) the x0 prediction at the last level."""
+    _check_langevin(snr, step_size)
+    levels = timesteps[:-1]
+    for i, level in enumerate(levels):
+        t = batch_times(level, x)
+        x = _langevin(
+            eps_fn, schedule, x, t, n_inner, snr=snr, step_size=step_size, generator=generator
+        )
+        if callback is not None:
+            callback(i, t, x, x)
+    if denoise:
+        t = batch_times(levels[-1], x)
+        x = _x0(schedule, x, t, eps_fn(x, t))
+    return x
+
+
+@torch.no_grad()
+def sample_pc(
+    eps_fn: EpsFn,
+    x: Tensor,
+    schedule: Schedule,
+    timesteps: Tensor,
+    *,
+    n_corrector: int = 1,
+    snr: float = 0.16,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Predictor-corrector (Song et al. 2021, Algorithms 2-5): a reverse-SDE Euler-Maruyama
+    predictor, then n_corrector Langevin steps at the new time with step set by snr."""
+    for i in range(len(timesteps) - 1):
+        t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
+        x, x0 = _reverse_sde_step(eps_fn, schedule, x, t, s, float(timesteps[i + 1]), generator)
+        if timesteps[i + 1] > 0 and n_corrector > 0:
+            x = _langevin(
+                eps_fn, schedule, x, s, n_corrector, snr=snr, step_size=None, generator=generator
+            )
+        if callback is not None:
+            callback(i, s, x, x0)
+    return x

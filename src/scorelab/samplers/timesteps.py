@@ -1,0 +1,57 @@
+"""Time grids shared by all samplers: K positive times from T down, then 0.
+
+uniform: t = T u; quadratic: t = T u^2 (DDIM's); with u = (K - i) / K, i = 0..K-1.
+logsnr: log-SNR uniform between t = T and t_min (DPM-Solver's choice).
+karras: sigma = sqrt((1 - alpha_bar) / alpha_bar) with sigma^(1/rho) uniform between its
+values at T and t_min (Karras et al. 2022, eq. 5, rho = 7). The last step goes to t = 0,
+where a sampler returns its x_0 prediction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from scorelab.errors import ScorelabError
+from scorelab.processes.schedules import DiscreteSchedule
+
+SPACINGS: tuple[str, ...] = ("uniform", "quadratic", "logsnr", "karras")
+
+
+def make_timesteps(
+    schedule: DiscreteSchedule,
+    steps: int,
+    spacing: str = "uniform",
+    *,
+    t_min: float | None = None,
+    rho: float = 7.0,
+) -> Tensor:
+    """A decreasing float64 grid t_0 = T > ... > t_{K-1} > t_K = 0 with K = steps."""
+    if spacing not in SPACINGS:
+        raise ScorelabError(f"unknown spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}")
+    if steps < 1:
+        raise ScorelabError(f"steps must be >= 1, got {steps}")
+    T = float(schedule.T)
+    u = torch.arange(steps, 0, -1, dtype=torch.float64) / steps  # 1, ..., 1/K
+    if spacing == "uniform" and t_min is None:
+        return schedule.timesteps(steps)  # integer times, as the network was trained on
+    if spacing in ("uniform", "quadratic"):
+        t = T * (u if spacing == "uniform" else u**2)
+        if t_min is not None:  # rescale so that the last positive time is t_min
+            t = t_min + (t - t[-1]) * (T - t_min) / (T - float(t[-1])) if steps > 1 else t
+    else:
+        t_min = 1.0 if t_min is None else float(t_min)
+        if not 0 < t_min < T:
+            raise ScorelabError(f"t_min must be in (0, {T:g}), got {t_min}")
+        ends = torch.tensor([T, t_min], dtype=torch.float64)
+        lam_hi, lam_lo = schedule.log_snr(ends).tolist()
+        w = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1)
+        if spacing == "logsnr":
+            lam = lam_hi + w * (lam_lo - lam_hi)
+        else:
+            s_max, s_min = torch.exp(-torch.tensor([lam_hi, lam_lo]) / 2).tolist()
+            sigma = (s_max ** (1 / rho) + w * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+            lam = -2 * torch.log(sigma)
+        t = schedule.time_at_log_snr(lam)
+        t[0] = T
+    return torch.cat([t, t.new_zeros(1)])
