@@ -272,3 +272,63 @@ def test_checkpoint_that_does_not_match_its_config(tmp_path, capsys):
 
 def test_bad_sample_output_suffix(trained, tmp_path, capsys):
     _fail(["sample", str(trained), "--out", str(tmp_path / "x.txt")], capsys, ".npy or .png")
+
+
+@pytest.mark.parametrize(
+    "sampler, extra",
+    [
+        ("ddim", ["--eta", "0.5"]),
+        ("dpm-solver++", ["--order", "3"]),
+        ("heun-edm", ["--churn", "1"]),
+        ("pc", []),
+        ("ode-heun", ["--spacing", "quadratic"]),
+    ],
+)
+def test_sample_with_every_kind_of_sampler(trained, tmp_path, sampler, extra):
+    out = tmp_path / "s.npy"
+    argv = [
+        "sample",
+        str(trained),
+        "--n",
+        "32",
+        "--out",
+        str(out),
+        "--sampler",
+        sampler,
+        "--steps",
+        "8",
+        *extra,
+    ]
+    assert main(argv) == 0
+    assert np.load(out).shape == (32, 2)
+
+
+def test_sampler_option_that_does_not_apply(trained, tmp_path, capsys):
+    _fail(
+        [
+            "sample",
+            str(trained),
+            "--out",
+            str(tmp_path / "x.npy"),
+            "--sampler",
+            "ddpm",
+            "--eta",
+            "0.3",
+        ],
+        capsys,
+        "--eta does not apply to sampler ddpm",
+    )
+    _fail(
+        [
+            "sample",
+            str(trained),
+            "--out",
+            str(tmp_path / "x.npy"),
+            "--sampler",
+            "ddim",
+            "--eta",
+            "3",
+        ],
+        capsys,
+        "eta must be in [0, 1]",
+    )

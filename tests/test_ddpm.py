@@ -137,3 +137,50 @@ def test_p_mean_variance_with_true_eps_is_the_posterior(generator):
     assert torch.allclose(step.mean, post.mean, rtol=1e-6, atol=1e-8)
     assert torch.allclose(step.var, post.var)
     assert torch.allclose(step.x0, x0, rtol=1e-6, atol=1e-6)
+
+
+@given(names, st.integers(2, 1000), st.integers(1, 50), st.floats(-3, 3), st.floats(-3, 3))
+def test_general_pair_posterior_equals_bayes(name, t, gap, x0_value, x_t_value):
+    """q(x_s | x_t, x_0) for s < t - 1 (respacing): the same Schur complement with the
+    composed kernel x_t = sqrt(abar_t / abar_s) x_s + noise."""
+    s_time = max(t - gap, 0)
+    sch = make_schedule(name)
+    tt = torch.tensor([float(t)], dtype=torch.float64)
+    ss = torch.tensor([float(s_time)], dtype=torch.float64)
+    ab_s, ab_t = float(sch.alpha_bar(ss)), float(sch.alpha_bar(tt))
+    # given x0: x_s ~ N(sqrt(ab_s) x0, 1 - ab_s); x_t | x_s ~ N(sqrt(ab_t/ab_s) x_s, 1 - ab_t/ab_s)
+    c = (ab_t / ab_s) ** 0.5
+    var_s = 1 - ab_s
+    cov_st, var_t = c * var_s, 1 - ab_t
+    mean_s, mean_t = ab_s**0.5 * x0_value, ab_t**0.5 * x0_value
+    cond_mean = mean_s + cov_st / var_t * (x_t_value - mean_t)
+    cond_var = var_s - cov_st**2 / var_t
+    got = q_posterior(
+        sch,
+        torch.tensor([[x0_value]], dtype=torch.float64),
+        torch.tensor([[x_t_value]], dtype=torch.float64),
+        tt,
+        ss,
+    )
+    assert float(got.mean) == pytest.approx(cond_mean, rel=1e-7, abs=1e-9)
+    assert float(got.var) == pytest.approx(cond_var, rel=1e-6, abs=1e-12)
+    assert float(posterior_variance(sch, tt, ss)) == pytest.approx(cond_var, rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("t", [2, 50, 500, 1000])
+def test_true_reverse_variance_is_beta_for_standard_normal_data(t):
+    """Seed 004: if x_0 ~ N(0, I) then q(x_{t-1} | x_t) has variance exactly beta_t (the
+    upper choice of sigma_t^2); for a single point x_0 it is beta_tilde_t (the lower one)."""
+    s = make_schedule("linear")
+    tt = torch.tensor([float(t)], dtype=torch.float64)
+    ab_prev, ab_t = float(s.alpha_bar(tt - 1)), float(s.alpha_bar(tt))
+    alpha = ab_t / ab_prev
+    # x_0 ~ N(0, 1): every x_t ~ N(0, 1); x_t = sqrt(alpha) x_{t-1} + sqrt(1 - alpha) e
+    reverse_var = 1 - alpha  # Var(x_{t-1} | x_t) = 1 - Cov^2 / Var = 1 - alpha
+    assert reverse_var == pytest.approx(float(posterior_variance(s, tt, kind="beta")), rel=1e-9)
+    # a point mass x_0 = c: the reverse conditional is the posterior itself
+    assert float(
+        q_posterior(
+            s, torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64), tt
+        ).var
+    ) == pytest.approx(float(posterior_variance(s, tt, kind="beta_tilde")), rel=1e-12)

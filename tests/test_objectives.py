@@ -79,3 +79,38 @@ def test_shape_mismatch_is_an_error():
     s = make_schedule("linear")
     with pytest.raises(ValueError, match="model output shape"):
         diffusion_loss(lambda x, t: x[:, :1], torch.zeros(4, 2), schedule=s)
+
+
+@pytest.mark.parametrize(
+    "kind, weight", [("v", lambda ab: 1 / ab), ("score", lambda ab: 1 / (1 - ab))]
+)
+def test_v_and_score_losses_are_reweighted_eps_losses(kind, weight, generator):
+    """||v - v_theta||^2 = ||eps - eps_theta||^2 / alpha_bar; ||s - s_theta||^2 = ... / sigma^2."""
+    from scorelab.processes import from_eps
+
+    s = make_schedule("linear")
+    x0 = torch.randn(32, 3, generator=generator, dtype=torch.float64)
+    eps_fn = lambda x, t: torch.tanh(x) * 0.3  # noqa: E731
+    t = sample_timesteps(s, 32, generator=generator).double()
+    model = lambda x, t: from_eps(eps_fn(x, t), kind, x, s.alpha_bar(t))  # noqa: E731
+    l_eps = diffusion_loss(eps_fn, x0, schedule=s, generator=torch.Generator().manual_seed(4), t=t)
+    l_k = diffusion_loss(
+        model, x0, schedule=s, prediction=kind, generator=torch.Generator().manual_seed(4), t=t
+    )
+    assert torch.allclose(l_k, weight(s.alpha_bar(t)) * l_eps, rtol=1e-8)
+
+
+def test_oracle_eps_is_the_conditional_expectation(mixture_2d, generator):
+    """Tweedie (seed 001): eps*(x_t) = E[eps | x_t], so the residual eps - eps*(x_t) is
+    orthogonal to any function of x_t, and eps* has a lower L_simple than a perturbation."""
+    s = make_schedule("linear")
+    n = 40_000
+    x0, _ = mixture_2d.sample(n, generator=generator)
+    t = torch.full((n,), 200.0, dtype=torch.float64)
+    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    ab = s.alpha_bar(t)[:, None]
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    resid = eps - mixture_2d.eps_fn(s)(x_t, t)
+    for f in (x_t, torch.tanh(x_t), x_t**2):
+        prod = resid * f
+        assert (prod.mean(0).abs() < 5 * prod.std(0) / math.sqrt(n)).all()

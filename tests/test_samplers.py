@@ -19,7 +19,7 @@ def _check_mixture(x, mixture, z=5.0, bias=0.0):
     labels = mixture.responsibilities(x).argmax(1)
     for k in range(mixture.n_components):
         w = float(mixture.weights[k])
-        assert abs(float((labels == k).double().mean()) - w) < z * math.sqrt(w * (1 - w) / n)
+        assert abs(float((labels == k).double().mean()) - w) <= z * math.sqrt(w * (1 - w) / n)
     std_resid = (x - mixture.means[labels]) / mixture.variances[labels].sqrt()
     m = std_resid.numel()
     assert (std_resid.mean(0).abs() < z / math.sqrt(n)).all(), std_resid.mean(0)
@@ -118,8 +118,9 @@ def test_score_step_coefficients_limit():
         s = make_schedule("linear", T=T)  # beta rescaled by 1000 / T: h = 1 / T
         t = torch.tensor([T // 2], dtype=torch.float64)
         beta = float(s.beta(T // 2))
-        A, B, _ = score_step_coefficients(s, t)
+        A, B, C = score_step_coefficients(s, t, variance="beta")
         errors.append((abs(float(A) - 1 - beta / 2), abs(float(B) - beta), beta))
+        assert float(C) == pytest.approx(beta, rel=1e-12)  # C_t = beta_t = h gamma_t
     for (ea, eb, beta), (ea2, eb2, beta2) in zip(errors, errors[1:], strict=False):
         assert ea / beta > 5 * ea2 / beta2 and eb / beta > 5 * eb2 / beta2  # o(h): ratio -> 0
 

@@ -174,7 +174,7 @@ def _add_train(sub) -> None:
 
 def _add_sample(sub) -> None:
     from scorelab.processes import VARIANCES
-    from scorelab.samplers import SAMPLERS
+    from scorelab.samplers import SAMPLERS, SPACINGS
 
     p = sub.add_parser(
         "sample",
@@ -198,13 +198,35 @@ def _add_sample(sub) -> None:
         "--steps",
         type=_positive_int,
         default=None,
-        help="sampling steps (default: T; fewer steps respace the grid)",
+        help="sampling steps, i.e. grid intervals (default: T; fewer respace the grid)",
+    )
+    p.add_argument(
+        "--spacing",
+        default=None,
+        choices=list(SPACINGS),
+        help="time grid (default: the sampler's own, see `scorelab samplers`)",
     )
     p.add_argument(
         "--variance",
-        default="beta_tilde",
+        default=None,
         choices=list(VARIANCES),
-        help="reverse variance sigma_t^2 of Algorithm 2 (default: beta_tilde)",
+        help="ddpm, ddpm-score: reverse variance sigma_t^2 of Algorithm 2 (default: beta_tilde)",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="ddim: 0 deterministic ... 1 DDPM-like noise (default: 0)",
+    )
+    p.add_argument(
+        "--order",
+        type=int,
+        default=None,
+        choices=[1, 2, 3],
+        help="dpm-solver++: solver order (default: 2)",
+    )
+    p.add_argument(
+        "--churn", type=float, default=None, help="heun-edm: stochastic churn S_churn (default: 0)"
     )
     p.add_argument(
         "--weights",
@@ -291,7 +313,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, weights=args.weights)
     t0 = time.perf_counter()
     x, result = run.sample(
-        args.n, seed=args.seed, sampler=args.sampler, steps=args.steps, variance=args.variance
+        args.n,
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        spacing=args.spacing,
+        **_sampler_options(args),
     )
     seconds = time.perf_counter() - t0
     try:
@@ -309,6 +336,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ScorelabError(f"cannot write {args.out}: {e.strerror or e}") from None
     print(f"wrote {args.n} samples to {args.out} ({result.nfe} NFE, {seconds:.2f}s)")
     return 0
+
+
+def _sampler_options(args: argparse.Namespace) -> dict:
+    """The sampler options given on the command line; each must be one the sampler takes."""
+    import inspect
+
+    from scorelab.samplers import SAMPLERS
+
+    given = {
+        k: getattr(args, k)
+        for k in ("variance", "eta", "order", "churn")
+        if getattr(args, k) is not None
+    }
+    accepted = inspect.signature(SAMPLERS[args.sampler]).parameters
+    for key in given:
+        if key not in accepted:
+            raise ScorelabError(f"--{key} does not apply to sampler {args.sampler}")
+    return given
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

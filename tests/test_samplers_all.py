@@ -1,0 +1,265 @@
+"""Every sampler against the exact oracle; solver identities; NFE counts; time grids."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scorelab import make_schedule, sample
+from scorelab.odeint import odeint_rk45
+from scorelab.oracle import GaussianMixture
+from scorelab.samplers import SAMPLERS, SPACINGS, make_timesteps
+from scorelab.samplers.continuous import pf_ode_drift
+from scorelab.samplers.ddim import sample_ddim
+from tests.test_samplers import _check_mixture
+
+SCHEDULE = make_schedule("linear")
+
+# name -> (steps, options, allowance on the pooled variance ratio); generous settings
+GENEROUS = {
+    "ddim": (200, {}, 0.0),
+    "dpm-solver++": (50, {"order": 2}, 0.0),
+    "heun-edm": (40, {}, 0.0),
+    "ode-euler": (500, {}, 0.0),
+    "ode-heun": (100, {}, 0.0),
+    "ode-rk45": (None, {"rtol": 1e-5, "atol": 1e-5}, 0.0),
+    "euler-maruyama": (1000, {}, 0.0),
+    "pc": (500, {"n_corrector": 1, "snr": 0.1}, 0.0),
+    "annealed-langevin": (100, {"n_inner": 5}, 0.15),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENEROUS))
+def test_every_sampler_reproduces_the_mixture(name, mixture_2d):
+    steps, options, bias = GENEROUS[name]
+    out = sample(
+        mixture_2d.eps_fn(SCHEDULE),
+        (4000, 2),
+        SCHEDULE,
+        name,
+        steps,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+        **options,
+    )
+    assert torch.isfinite(out.x).all()
+    _check_mixture(out.x, mixture_2d, bias=bias)
+
+
+def test_langevin_samples_a_gaussian():
+    """Seed 000: unadjusted Langevin with a small step converges to the target p_t."""
+    gm = GaussianMixture(torch.ones(1), torch.tensor([[1.0, -0.5]]), torch.tensor([[0.3, 0.6]]))
+    out = sample(
+        gm.eps_fn(SCHEDULE),
+        (4000, 2),
+        SCHEDULE,
+        "langevin",
+        1000,
+        step_size=0.01,
+        t=1.0,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    )
+    _check_mixture(out.x, gm, bias=0.02)  # O(step) bias of the unadjusted chain
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_image_shaped_batches(name):
+    """(B, 1, 8, 8): every sampler runs rank-agnostically and keeps the shape."""
+    gm = GaussianMixture(torch.ones(1), torch.zeros(1, 64), torch.full((1, 64), 0.2))
+    out = sample(
+        gm.eps_fn(SCHEDULE),
+        (16, 1, 8, 8),
+        SCHEDULE,
+        name,
+        10,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.x.shape == (16, 1, 8, 8) and torch.isfinite(out.x).all()
+
+
+@pytest.mark.parametrize(
+    "name, K, expected",
+    [
+        ("ddpm", 10, 10),
+        ("ddpm-score", 10, 10),
+        ("ddim", 10, 10),
+        ("dpm-solver++", 10, 10),
+        ("heun-edm", 10, 19),
+        ("ode-euler", 10, 10),
+        ("ode-heun", 10, 19),
+        ("euler-maruyama", 10, 10),
+        ("langevin", 10, 10),
+    ],
+)
+def test_nfe_counts(name, K, expected, mixture_2d):
+    out = sample(
+        mixture_2d.eps_fn(SCHEDULE),
+        (4, 2),
+        SCHEDULE,
+        name,
+        K,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.nfe == expected
+
+
+def test_nfe_of_corrector_and_annealed_langevin(mixture_2d):
+    eps_fn = mixture_2d.eps_fn(SCHEDULE)
+    pc = sample(eps_fn, (4, 2), SCHEDULE, "pc", 10, n_corrector=2)
+    assert pc.nfe == 10 + 2 * 9  # no corrector after the last step to t = 0
+    al = sample(eps_fn, (4, 2), SCHEDULE, "annealed-langevin", 10, n_inner=3)
+    assert al.nfe == 10 * 3 + 1
+    loose = sample(eps_fn, (4, 2), SCHEDULE, "ode-rk45", rtol=1e-2, atol=1e-2)
+    tight = sample(eps_fn, (4, 2), SCHEDULE, "ode-rk45", rtol=1e-6, atol=1e-6)
+    assert 0 < loose.nfe < tight.nfe
+
+
+def test_ddim_eta_one_equals_respaced_ddpm(mixture_2d):
+    eps_fn = mixture_2d.eps_fn(SCHEDULE)
+    for steps in (1000, 50, 7):
+        a = sample(
+            eps_fn,
+            (300, 2),
+            SCHEDULE,
+            "ddim",
+            steps,
+            eta=1.0,
+            dtype=torch.float64,
+            generator=torch.Generator().manual_seed(3),
+        )
+        b = sample(
+            eps_fn,
+            (300, 2),
+            SCHEDULE,
+            "ddpm",
+            steps,
+            variance="beta_tilde",
+            dtype=torch.float64,
+            generator=torch.Generator().manual_seed(3),
+        )
+        assert torch.allclose(a.x, b.x, rtol=1e-8, atol=1e-8)
+
+
+def test_dpm_solver_order_one_equals_ddim(mixture_2d):
+    eps_fn = mixture_2d.eps_fn(SCHEDULE)
+    for spacing in SPACINGS:
+        a = sample(
+            eps_fn,
+            (200, 2),
+            SCHEDULE,
+            "dpm-solver++",
+            12,
+            order=1,
+            spacing=spacing,
+            dtype=torch.float64,
+            generator=torch.Generator().manual_seed(1),
+        )
+        b = sample(
+            eps_fn,
+            (200, 2),
+            SCHEDULE,
+            "ddim",
+            12,
+            spacing=spacing,
+            dtype=torch.float64,
+            generator=torch.Generator().manual_seed(1),
+        )
+        assert torch.allclose(a.x, b.x, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name", ["ddim", "dpm-solver++", "heun-edm", "ode-euler", "ode-heun", "ode-rk45"]
+)
+def test_probability_flow_samplers_are_deterministic_maps(name, mixture_2d):
+    x_T = torch.randn(100, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    outs = [
+        sample(
+            mixture_2d.eps_fn(SCHEDULE),
+            (100, 2),
+            SCHEDULE,
+            name,
+            20,
+            x_T=x_T.clone(),
+            generator=torch.Generator().manual_seed(seed),
+        ).x
+        for seed in (1, 2)
+    ]
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_ddim_inversion_error_shrinks_with_steps(mixture_2d):
+    """Run the DDIM ODE from t = 1 up to T and back: the start returns, better with more steps."""
+    eps_fn = mixture_2d.eps_fn(SCHEDULE)
+    x0, _ = mixture_2d.sample(500, generator=torch.Generator().manual_seed(0))
+    errors = []
+    for K in (10, 40, 160):
+        up = torch.linspace(1, 1000, K + 1, dtype=torch.float64)
+        x_T = sample_ddim(eps_fn, x0, SCHEDULE, up)
+        back = sample_ddim(eps_fn, x_T, SCHEDULE, up.flip(0))
+        errors.append(float((back - x0).norm(dim=1).mean()))
+    assert errors[0] > 2 * errors[1] > 4 * errors[2]
+    assert errors[2] < 0.05
+
+
+def test_pf_ode_forward_then_backward_returns_the_start(mixture_2d):
+    """The adaptive solver integrates the PF-ODE from t = 5 to T and back to t = 5."""
+    eps_fn = mixture_2d.eps_fn(SCHEDULE)
+    x, _ = mixture_2d.sample(200, generator=torch.Generator().manual_seed(0))
+    f = lambda y, t: pf_ode_drift(
+        eps_fn,
+        SCHEDULE,
+        y,
+        torch.full(
+            (y.shape[0],),
+            t,  # noqa: E731
+            dtype=y.dtype,
+        ),
+    )[0]
+    x_T, n1 = odeint_rk45(f, x, 5.0, 1000.0, rtol=1e-7, atol=1e-7)
+    back, n2 = odeint_rk45(f, x_T, 1000.0, 5.0, rtol=1e-7, atol=1e-7)
+    # beta(t) of a discrete schedule is piecewise constant, so the ODE's right-hand side jumps
+    # at every integer t; the adaptive solver still returns the start to about 1e-3
+    assert float((back - x).abs().max()) < 5e-3
+    assert float((back - x).abs().mean()) < 1e-3
+    assert float(x_T.std()) > 0.9  # it really went to the prior
+
+
+def test_rk45_on_a_linear_ode():
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    y, nfe = odeint_rk45(lambda v, t: -0.5 * v, x, 0.0, 3.0, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(y, x * math.exp(-1.5), rtol=1e-8)
+
+
+@given(st.sampled_from(SPACINGS), st.integers(1, 200), st.sampled_from(["linear", "cosine"]))
+def test_time_grids_are_decreasing_from_T_to_0(spacing, K, name):
+    s = make_schedule(name)
+    g = make_timesteps(s, K, spacing)
+    assert len(g) == K + 1 and g[0] == s.T and g[-1] == 0
+    assert (g[1:] < g[:-1]).all()
+
+
+def test_logsnr_and_karras_grids_are_uniform_in_their_variables():
+    g = make_timesteps(SCHEDULE, 12, "logsnr")[:-1]
+    lam = SCHEDULE.log_snr(g)
+    assert torch.allclose(lam[1:] - lam[:-1], (lam[1] - lam[0]).expand(11), rtol=1e-6)
+    g = make_timesteps(SCHEDULE, 12, "karras")[1:-1]  # t_0 = T exactly
+    sigma = torch.exp(-SCHEDULE.log_snr(g) / 2) ** (1 / 7)
+    assert torch.allclose(sigma[1:] - sigma[:-1], (sigma[1] - sigma[0]).expand(10), rtol=1e-6)
+
+
+@given(st.sampled_from(["linear", "cosine", "quadratic"]), st.floats(0.01, 999.99))
+def test_time_at_log_snr_inverts_log_snr(name, t):
+    s = make_schedule(name)
+    tt = torch.tensor([t], dtype=torch.float64)
+    assert float(s.time_at_log_snr(s.log_snr(tt))) == pytest.approx(t, rel=1e-6, abs=1e-6)
+
+
+def test_beta_rate_integrates_to_log_alpha_bar():
+    """int_0^t beta(u) du = -log alpha_bar(t): the VP-SDE this schedule defines."""
+    s = make_schedule("cosine")
+    u = torch.arange(0, 1000, dtype=torch.float64) + 0.5
+    integral = torch.cumsum(s.beta_rate(u), 0)
+    assert torch.allclose(integral, -torch.log(s.alpha_bar_table[1:]), rtol=1e-9)
