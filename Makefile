@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench bench-samplers clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(BIN)/scorelab
 
 bench: $(BIN)/scorelab
 	$(BIN)/python benchmarks/train_throughput.py
+
+# needs the optional peer: .venv/bin/pip install -e '.[bench]' (diffusers)
+bench-samplers: $(BIN)/scorelab
+	$(BIN)/python benchmarks/samplers.py
 
 clean:
 	rm -rf runs .pytest_cache
