@@ -18,12 +18,12 @@ demo: $(BIN)/scorelab
 	$(BIN)/scorelab demo --out runs/demo
 
 test: $(BIN)/scorelab
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/scorelab
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(BIN)/scorelab
 	$(BIN)/python benchmarks/train_throughput.py

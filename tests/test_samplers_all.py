@@ -208,16 +208,10 @@ def test_pf_ode_forward_then_backward_returns_the_start(mixture_2d):
     """The adaptive solver integrates the PF-ODE from t = 5 to T and back to t = 5."""
     eps_fn = mixture_2d.eps_fn(SCHEDULE)
     x, _ = mixture_2d.sample(200, generator=torch.Generator().manual_seed(0))
-    f = lambda y, t: pf_ode_drift(
-        eps_fn,
-        SCHEDULE,
-        y,
-        torch.full(
-            (y.shape[0],),
-            t,  # noqa: E731
-            dtype=y.dtype,
-        ),
-    )[0]
+
+    def f(y, t):
+        return pf_ode_drift(eps_fn, SCHEDULE, y, torch.full((y.shape[0],), t, dtype=y.dtype))[0]
+
     x_T, n1 = odeint_rk45(f, x, 5.0, 1000.0, rtol=1e-7, atol=1e-7)
     back, n2 = odeint_rk45(f, x_T, 1000.0, 5.0, rtol=1e-7, atol=1e-7)
     # beta(t) of a discrete schedule is piecewise constant, so the ODE's right-hand side jumps
