@@ -13,10 +13,13 @@ class EMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.names = [k for k, v in module.state_dict().items() if v.is_floating_point()]
-        self.shadow = [
-            v.detach().clone() for k, v in module.state_dict().items() if k in self.names
-        ]
+        live = {
+            k: v for k, v in module.state_dict(keep_vars=False).items() if v.is_floating_point()
+        }
+        self.names = list(live)
+        # the state_dict tensors share storage with the parameters: kept, they track every step
+        self._live = list(live.values())
+        self.shadow = [v.detach().clone() for v in self._live]
 
     def effective_decay(self, step: int) -> float:
         """Warm-up of the decay, min(d, (1 + n) / (10 + n)): early averages forget the init."""
@@ -24,9 +27,8 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
-        sd = module.state_dict()
-        live = [sd[k] for k in self.names]
-        torch._foreach_lerp_(self.shadow, live, 1.0 - self.effective_decay(step))
+        """theta_ema <- d theta_ema + (1 - d) theta for the module given at construction."""
+        torch._foreach_lerp_(self.shadow, self._live, 1.0 - self.effective_decay(step))
 
     def state_dict(self) -> dict[str, Tensor]:
         return dict(zip(self.names, self.shadow, strict=True))
