@@ -12,14 +12,14 @@ from torch import Tensor
 
 
 def _quantiles(x: Tensor, n: int) -> Tensor:
-    """The n mid-point quantiles of each column of sorted x, by linear interpolation."""
-    x, _ = torch.sort(x, dim=0)
-    pos = (torch.arange(n, dtype=x.dtype, device=x.device) + 0.5) / n * x.shape[0] - 0.5
-    pos = pos.clamp(0, x.shape[0] - 1)
+    """The n mid-point quantiles of each row of x (P, m), by linear interpolation: (P, n)."""
+    x, _ = torch.sort(x, dim=1)  # rows are contiguous: sorting along the last dim is fastest
+    m = x.shape[1]
+    pos = ((torch.arange(n, dtype=x.dtype, device=x.device) + 0.5) / n * m - 0.5).clamp(0, m - 1)
     lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=x.shape[0] - 1)
-    frac = (pos - lo)[:, None]
-    return x[lo] * (1 - frac) + x[hi] * frac
+    hi = (lo + 1).clamp(max=m - 1)
+    frac = pos - lo
+    return x[:, lo] * (1 - frac) + x[:, hi] * frac
 
 
 def sliced_wasserstein(
@@ -38,5 +38,5 @@ def sliced_wasserstein(
     theta = torch.randn(x.shape[1], n_projections, generator=generator, dtype=torch.float64)
     theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.device)
     n = max(x.shape[0], y.shape[0])
-    qx, qy = _quantiles(x @ theta, n), _quantiles(y @ theta, n)
+    qx, qy = _quantiles((x @ theta).T.contiguous(), n), _quantiles((y @ theta).T.contiguous(), n)
     return float(((qx - qy) ** 2).mean().sqrt())

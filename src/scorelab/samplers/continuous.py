@@ -93,15 +93,14 @@ def sample_ode_rk45(
     *,
     rtol: float = 1e-4,
     atol: float = 1e-4,
-    t_min: float | None = None,
+    t_end: float = 1.0,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """Adaptive Dormand-Prince on the PF-ODE from T to t_min, then the x0 prediction.
-
-    The grid only gives the end points: t_min defaults to its last positive time.
-    """
-    t_end = float(timesteps[-2]) if t_min is None else float(t_min)
+    """Adaptive Dormand-Prince on the PF-ODE from the grid's first time down to t_end, then
+    the x0 prediction there; the solver picks its own steps, so only timesteps[0] is used."""
+    if not 0 < t_end < float(timesteps[0]):
+        raise ScorelabError(f"t_end must be in (0, {float(timesteps[0]):g}), got {t_end}")
     f = lambda y, t: pf_ode_drift(eps_fn, schedule, y, batch_times(t, y))[0]  # noqa: E731
     x, _ = odeint_rk45(f, x, float(timesteps[0]), t_end, rtol=rtol, atol=atol)
     t = batch_times(t_end, x)

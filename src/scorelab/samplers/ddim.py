@@ -35,16 +35,17 @@ def sample_ddim(
     """DDIM (Song et al. 2021, eq. 12). eta=0 is deterministic; eta=1 is DDPM's variance."""
     if not 0 <= eta <= 1:
         raise ScorelabError(f"eta must be in [0, 1], got {eta}")
+    # one time per step for the whole batch: the coefficients are plain floats
+    alpha_bar = schedule.alpha_bar(timesteps.to(torch.float64)).tolist()
     for i in range(len(timesteps) - 1):
         t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
-        a_t, sigma_t = signal_noise(schedule, t, x)
+        ab_t, ab_s = alpha_bar[i], alpha_bar[i + 1]
         eps = eps_fn(x, t)
-        x0 = (x - sigma_t * eps) / a_t
+        x0 = (x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
         if timesteps[i + 1] > 0:
-            a_s, sigma_s = signal_noise(schedule, s, x)
-            ratio = (a_t / a_s) ** 2  # alpha_bar_t / alpha_bar_s
-            c = eta * (sigma_s / sigma_t) * (1 - ratio).clamp(min=0).sqrt()
-            x = a_s * x0 + (sigma_s**2 - c**2).clamp(min=0).sqrt() * eps
+            sigma_s2 = 1 - ab_s
+            c = eta * math.sqrt(sigma_s2 / (1 - ab_t) * max(1 - ab_t / ab_s, 0.0))
+            x = math.sqrt(ab_s) * x0 + math.sqrt(max(sigma_s2 - c**2, 0.0)) * eps
             if eta > 0:
                 x = x + c * randn_like(x, generator)
         else:
