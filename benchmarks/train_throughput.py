@@ -280,9 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     for width in WIDTHS:
         flops[width] = forward_flops_per_sample(make_model(width, SEED))
         timings[width] = time_width(width, data, args.steps, args.repeats)
-    matmuls = {f"{BATCH}x{w} @ {w}x{w}": matmul_gflops(BATCH, w, w) for w in WIDTHS} | {
-        "2048x2048 @ 2048x2048": matmul_gflops(2048, 2048, 2048)
-    }
+    matmuls = {_layer_shape(w): matmul_gflops(BATCH, w, w) for w in WIDTHS}
+    matmuls["2048x2048 @ 2048x2048"] = matmul_gflops(2048, 2048, 2048)
 
     text = report(timings, flops, matmuls, args.steps)
     print(text, end="")
