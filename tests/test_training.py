@@ -116,3 +116,16 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "checkpoint.safetensors"))
     with pytest.raises(CheckpointError, match="not a scorelab checkpoint"):
         read_checkpoint(tmp_path / "checkpoint.safetensors")
+
+
+def test_clip_grad_norm_scales_only_large_gradients():
+    from scorelab.training.trainer import clip_grad_norm
+
+    a, b = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(4))
+    a.grad, b.grad = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([0.0, 4.0, 0.0, 0.0])
+    assert clip_grad_norm([a, b], 1.0) == pytest.approx(5.0)
+    total = torch.cat([a.grad, b.grad]).norm()
+    assert float(total) == pytest.approx(1.0, rel=1e-5)
+    before = a.grad.clone()
+    assert clip_grad_norm([a, b], 10.0) == pytest.approx(1.0, rel=1e-5)
+    assert torch.equal(a.grad, before)  # under the limit: untouched

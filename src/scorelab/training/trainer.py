@@ -52,6 +52,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * ratio
 
 
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
+    """Scale gradients to a global L2 norm of at most max_norm; return the norm before.
+
+    Like torch's clip_grad_norm_, but it multiplies only when the norm is too large (most
+    steps it is not) and returns a float, which the loop needs anyway.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+    if math.isfinite(norm) and norm > max_norm:
+        torch._foreach_mul_(grads, max_norm / (norm + 1e-6))
+    return norm
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -168,7 +183,7 @@ class Trainer:
                 grad_norm = float("nan")
                 if math.isfinite(loss_value):
                     loss.backward()
-                    grad_norm = float(nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+                    grad_norm = clip_grad_norm(params, cfg.grad_clip)
                 if math.isfinite(loss_value) and math.isfinite(grad_norm):
                     self.optimizer.step()
                     self.ema.update(model, self.step)
