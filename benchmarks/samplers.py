@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from torch import Tensor
 
 import scorelab
@@ -805,16 +806,6 @@ def goals(results: Results, overheads: list[Overhead]) -> str:
     return "\n".join(out) + "\n"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def header(args: argparse.Namespace, runtime: float, seeds: Sequence[int], tune: int) -> str:
     peer = (
         "clip_sample=False (DDPM, DDIM), set_alpha_to_one=True (DDIM); DPM++: algorithm_type="
@@ -842,7 +833,7 @@ def header(args: argparse.Namespace, runtime: float, seeds: Sequence[int], tune:
         f"{' --quick' if args.quick else ''}; see its docstring for the method.\n\n"
         f"- date {datetime.date.today().isoformat()}, runtime {runtime:.0f} s; torch "
         f"{torch.__version__}, diffusers {version}, scorelab {scorelab.__version__}, python "
-        f"{platform.python_version()}; CPU: {cpu_name()}, {torch.get_num_threads()} torch "
+        f"{platform.python_version()}; CPU: {cpu_model()}, {torch.get_num_threads()} torch "
         "thread(s)\n"
         f"- seeds {', '.join(map(str, seeds))} (x_T, references, stochastic noise); grids tuned "
         f"on seed {tune}; floors from {args.replicates} replicate true-sample pairs per seed\n"

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from torch import Tensor, nn
 
 from scorelab.config import TrainConfig
@@ -172,16 +172,6 @@ def matmul_gflops(m: int, k: int, n: int, min_seconds: float = 0.3, blocks: int 
             torch.matmul(a, b, out=out)
         rates.append(flops * per_block / (time.perf_counter() - start) / 1e9)
     return max(rates)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def report(

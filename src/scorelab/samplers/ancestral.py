@@ -13,7 +13,7 @@ from torch import Tensor
 
 from scorelab._tensor import append_dims, batch_times, randn_like
 from scorelab.processes.ddpm import Variance, p_mean_variance, score_step_coefficients
-from scorelab.processes.parameterization import from_eps
+from scorelab.processes.parameterization import convert, from_eps
 from scorelab.typing import Callback, EpsFn, Schedule
 
 
@@ -60,9 +60,7 @@ def sample_ddpm_score(
             append_dims(c.to(x.dtype), x.ndim)
             for c in score_step_coefficients(schedule, t, s, variance)
         )
-        x0 = (x + (1 - append_dims(alpha_bar, x.ndim)) * score) / append_dims(
-            alpha_bar.sqrt(), x.ndim
-        )
+        x0 = convert(score, "score", "x0", x, alpha_bar)
         x = A * x + B * score
         if timesteps[i + 1] > 0:
             x = x + C.sqrt() * randn_like(x, generator)

@@ -21,6 +21,7 @@ from scorelab._tensor import append_dims, batch_times, randn_like
 from scorelab.errors import ScorelabError
 from scorelab.odeint import odeint_rk45
 from scorelab.processes.ddpm import signal_noise
+from scorelab.processes.parameterization import from_eps
 from scorelab.typing import Callback, EpsFn, Schedule
 
 
@@ -33,8 +34,7 @@ def pf_ode_drift(eps_fn: EpsFn, schedule: Schedule, x: Tensor, t: Tensor) -> tup
 
 
 def _x0(schedule: Schedule, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-    a, sigma = signal_noise(schedule, t, x)
-    return (x - sigma * eps) / a
+    return from_eps(eps, "x0", x, schedule.alpha_bar(t))
 
 
 @torch.no_grad()
@@ -181,8 +181,8 @@ def sample_euler_maruyama(
 
 def _reverse_sde_step(eps_fn, schedule, x, t, s, s_value, generator):
     eps = eps_fn(x, t)
-    a_t, sigma_t = signal_noise(schedule, t, x)
-    x0 = (x - sigma_t * eps) / a_t
+    _, sigma_t = signal_noise(schedule, t, x)
+    x0 = _x0(schedule, x, t, eps)
     if s_value == 0:
         return x0, x0
     hb = append_dims((schedule.log_alpha_bar(s) - schedule.log_alpha_bar(t)).to(x.dtype), x.ndim)
