@@ -388,6 +388,8 @@ SWEEP_GRIDS: tuple[tuple[str, float | None], ...] = (
     ("uniform", 1.0),
     ("uniform", 2.0),
     ("uniform", 5.0),
+    ("leading", None),  # diffusers' leading: T - T/K + 1, ..., 1 (never T)
+    ("leading", 2.0),
     ("quadratic", None),  # last positive time T / K^2
     ("quadratic", 1.0),
     ("quadratic", 2.0),

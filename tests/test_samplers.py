@@ -7,7 +7,8 @@ import torch
 
 from scorelab import make_schedule, sample
 from scorelab.oracle import GaussianMixture
-from scorelab.samplers import SAMPLERS, sample_ddpm
+from scorelab.processes.ddpm import p_mean_variance
+from scorelab.samplers import SAMPLERS, make_timesteps, sample_ddpm
 
 
 def _check_mixture(x, mixture, z=5.0, bias=0.0):
@@ -107,6 +108,28 @@ def test_ddpm_score_form_equals_ddpm(mixture_2d):
             dtype=torch.float64,
         )
         assert torch.allclose(a.x, b.x, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_ddpm_is_algorithm_2_written_with_p_mean_variance(mixture_2d, variance):
+    """The float-coefficient loop equals the literal step: mean of p_mean_variance plus
+    sqrt(var) z with the same z, on a respaced grid (beta recomputed per actual step)."""
+    s = make_schedule("linear")
+    eps_fn = mixture_2d.eps_fn(s)
+    grid = make_timesteps(s, 37, "quadratic")
+    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    fast = sample_ddpm(
+        eps_fn, x_T.clone(), s, grid, variance=variance, generator=torch.Generator().manual_seed(3)
+    )
+    x, g = x_T.clone(), torch.Generator().manual_seed(3)
+    for i in range(len(grid) - 1):
+        t = torch.full((300,), float(grid[i]), dtype=torch.float64)
+        r = torch.full((300,), float(grid[i + 1]), dtype=torch.float64)
+        step = p_mean_variance(eps_fn, x, t, s, r, variance=variance)
+        x = step.mean
+        if grid[i + 1] > 0:
+            x = x + step.var.sqrt() * torch.randn(x.shape, generator=g, dtype=x.dtype)
+    torch.testing.assert_close(fast, x, rtol=1e-10, atol=1e-10)
 
 
 def test_score_step_coefficients_limit():

@@ -231,8 +231,19 @@ def test_rk45_on_a_linear_ode():
 def test_time_grids_are_decreasing_from_T_to_0(spacing, K, name):
     s = make_schedule(name)
     g = make_timesteps(s, K, spacing)
-    assert len(g) == K + 1 and g[0] == s.T and g[-1] == 0
+    first = s.T - s.T / K + 1 if spacing == "leading" else s.T
+    assert len(g) == K + 1 and float(g[0]) == pytest.approx(first) and g[-1] == 0
     assert (g[1:] < g[:-1]).all()
+
+
+@pytest.mark.parametrize("K", [1, 4, 10, 25, 50, 1000])
+def test_leading_grid_is_diffusers_leading_shifted_to_our_time(K):
+    """diffusers' alphas_cumprod[k] is our alpha_bar(k + 1): its leading grid (k * T // K)
+    reversed, steps_offset 0) is ours minus one."""
+    g = make_timesteps(SCHEDULE, K, "leading")
+    diffusers_leading = torch.arange(K, dtype=torch.float64).flip(0) * (SCHEDULE.T // K)
+    assert torch.equal(g[:-1], diffusers_leading + 1)
+    assert float(g[-2]) == 1.0 and float(g[0]) == SCHEDULE.T - SCHEDULE.T / K + 1
 
 
 def test_logsnr_and_karras_grids_are_uniform_in_their_variables():

@@ -102,8 +102,11 @@ def divergence_hutchinson(
         if probes < 1:
             raise ValueError(f"probes must be at least 1, got {probes}")
         v = sample_probes(
-            (probes, *x.shape), distribution=distribution, generator=generator,
-            dtype=x.dtype, device=x.device,
+            (probes, *x.shape),
+            distribution=distribution,
+            generator=generator,
+            dtype=x.dtype,
+            device=x.device,
         )
     elif v.shape[1:] != x.shape:
         raise ValueError(f"v must have shape (probes, {tuple(x.shape)}), got {tuple(v.shape)}")
@@ -132,7 +135,12 @@ def divergence(
         return divergence_exact(fn, x, create_graph=create_graph)
     if method == "hutchinson":
         return divergence_hutchinson(
-            fn, x, probes=probes, distribution=distribution, generator=generator, v=v,
+            fn,
+            x,
+            probes=probes,
+            distribution=distribution,
+            generator=generator,
+            v=v,
             create_graph=create_graph,
         )
     raise ValueError(f"unknown divergence method {method!r}; choose 'exact' or 'hutchinson'")

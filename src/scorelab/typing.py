@@ -29,12 +29,26 @@ class ModelFn(Protocol):
 
 
 class Schedule(Protocol):
-    """A variance-preserving noise process: everything follows from alpha_bar(t)."""
+    """A variance-preserving noise process: everything follows from alpha_bar(t).
+
+    The samplers use these methods and nothing else; beta_rate is -d log alpha_bar / dt and
+    time_at_log_snr inverts log_snr = log(alpha_bar / (1 - alpha_bar)).
+    """
 
     @property
     def T(self) -> float: ...
 
     def alpha_bar(self, t: Tensor) -> Tensor: ...
+
+    def log_alpha_bar(self, t: Tensor) -> Tensor: ...
+
+    def log_snr(self, t: Tensor) -> Tensor: ...
+
+    def time_at_log_snr(self, log_snr: Tensor) -> Tensor: ...
+
+    def beta_rate(self, t: Tensor) -> Tensor: ...
+
+    def timesteps(self, steps: int | None = None) -> Tensor: ...
 
 
 class Callback(Protocol):

@@ -6,9 +6,12 @@ With a = sqrt(alpha_bar_t) and sigma = sqrt(1 - alpha_bar_t) (so a^2 + sigma^2 =
   v     = a eps - sigma x0                 (Salimans & Ho 2022)
   score = -eps / sigma                     (grad log p_t; seed 000)
 Every conversion goes through eps; adapters turn any of these functions into an eps_fn.
+alpha_bar is a (B,) tensor, or a Python float when one time holds for the whole batch.
 """
 
 from __future__ import annotations
+
+import math
 
 from torch import Tensor
 
@@ -22,12 +25,14 @@ def _check(kind: str) -> None:
         raise ScorelabError(f"unknown prediction {kind!r}; choose one of: {', '.join(PREDICTIONS)}")
 
 
-def _a_sigma(alpha_bar: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+def _a_sigma(alpha_bar: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor] | tuple[float, float]:
+    if isinstance(alpha_bar, float):  # one time for the whole batch, as samplers step
+        return math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
     alpha_bar = append_dims(alpha_bar.to(x.dtype), x.ndim)
     return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
 
-def to_eps(pred: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
+def to_eps(pred: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """The eps that a prediction of the given kind implies at x_t."""
     _check(kind)
     a, sigma = _a_sigma(alpha_bar, x_t)
@@ -40,7 +45,7 @@ def to_eps(pred: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor) -> Te
     return -sigma * pred
 
 
-def from_eps(eps: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
+def from_eps(eps: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """The prediction of the given kind that an eps implies at x_t."""
     _check(kind)
     a, sigma = _a_sigma(alpha_bar, x_t)
@@ -54,7 +59,7 @@ def from_eps(eps: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor) -> T
 
 
 def convert(
-    pred: Tensor, src: Prediction, dst: Prediction, x_t: Tensor, alpha_bar: Tensor
+    pred: Tensor, src: Prediction, dst: Prediction, x_t: Tensor, alpha_bar: Tensor | float
 ) -> Tensor:
     """Convert a prediction of kind src at x_t into kind dst, exactly."""
     return from_eps(to_eps(pred, src, x_t, alpha_bar), dst, x_t, alpha_bar)

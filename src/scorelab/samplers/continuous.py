@@ -22,6 +22,7 @@ from scorelab.errors import ScorelabError
 from scorelab.odeint import odeint_rk45
 from scorelab.processes.ddpm import signal_noise
 from scorelab.processes.parameterization import from_eps
+from scorelab.samplers.timesteps import grid_coefficients
 from scorelab.typing import Callback, EpsFn, Schedule
 
 
@@ -66,21 +67,27 @@ def sample_ode_heun(
 
 
 def _ode_fixed(eps_fn, x, schedule, timesteps, *, heun, callback):
+    # the drift -beta/2 (x - eps/sigma) = kx x + ke eps, with float coefficients per grid time
+    g = grid_coefficients(schedule, timesteps)
+    kx = [-b / 2 for b in g.beta_rate]
+    ke = [b / (2 * sd) if sd > 0 else 0.0 for b, sd in zip(g.beta_rate, g.sigma, strict=True)]
     for i in range(len(timesteps) - 1):
-        t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
-        d, eps = pf_ode_drift(eps_fn, schedule, x, t)
-        x0 = _x0(schedule, x, t, eps)
+        t = batch_times(timesteps[i], x)
+        eps = eps_fn(x, t)
+        x0 = from_eps(eps, "x0", x, g.alpha_bar[i])
         if timesteps[i + 1] == 0:
             x = x0
         else:
             h = float(timesteps[i + 1] - timesteps[i])
+            d = torch.add(kx[i] * x, eps, alpha=ke[i])
             x_next = x + h * d
             if heun:
-                d2, _ = pf_ode_drift(eps_fn, schedule, x_next, s)
-                x_next = x + h * (d + d2) / 2
+                eps2 = eps_fn(x_next, batch_times(timesteps[i + 1], x))
+                d2 = torch.add(kx[i + 1] * x_next, eps2, alpha=ke[i + 1])
+                x_next = x + (h / 2) * (d + d2)
             x = x_next
         if callback is not None:
-            callback(i, s, x, x0)
+            callback(i, batch_times(timesteps[i + 1], x), x, x0)
     return x
 
 
@@ -128,8 +135,7 @@ def sample_heun_edm(
     positive = timesteps[:-1].to(torch.float64)
     sig = torch.cat([torch.exp(-schedule.log_snr(positive) / 2), positive.new_zeros(1)]).tolist()
     n = len(timesteps) - 1
-    a_T, _ = signal_noise(schedule, batch_times(timesteps[0], x), x)
-    xh = x / a_T  # x-hat = x / a
+    xh = x * math.sqrt(1 + sig[0] ** 2)  # x-hat = x / a, with a = 1 / sqrt(1 + sigma-hat^2)
     for i in range(n):
         t = float(timesteps[i])
         sigma = sig[i]
@@ -139,24 +145,21 @@ def sample_heun_edm(
             xh = xh + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * randn_like(xh, generator)
             t = min(float(schedule.time_at_log_snr(-2 * math.log(sigma_hat))), schedule.T)
             sigma = sigma_hat
-        d = _eps_hat(eps_fn, schedule, xh, t)
+        d = _eps_hat(eps_fn, xh, t, sigma)
         x0 = xh - sigma * d
         x_next = xh + (sig[i + 1] - sigma) * d
         if sig[i + 1] > 0:
-            d2 = _eps_hat(eps_fn, schedule, x_next, float(timesteps[i + 1]))
-            x_next = xh + (sig[i + 1] - sigma) * (d + d2) / 2
+            d2 = _eps_hat(eps_fn, x_next, float(timesteps[i + 1]), sig[i + 1])
+            x_next = xh + ((sig[i + 1] - sigma) / 2) * (d + d2)
         xh = x_next
         if callback is not None:
-            s = batch_times(timesteps[i + 1], xh)
-            a_s, _ = signal_noise(schedule, s, xh)
-            callback(i, s, a_s * xh, x0)
+            callback(i, batch_times(timesteps[i + 1], xh), xh / math.sqrt(1 + sig[i + 1] ** 2), x0)
     return xh
 
 
-def _eps_hat(eps_fn: EpsFn, schedule: Schedule, xh: Tensor, t: float) -> Tensor:
-    tt = batch_times(t, xh)
-    a, _ = signal_noise(schedule, tt, xh)
-    return eps_fn(a * xh, tt)
+def _eps_hat(eps_fn: EpsFn, xh: Tensor, t: float, sigma_hat: float) -> Tensor:
+    """eps at x = a x-hat, a = 1 / sqrt(1 + sigma-hat^2) (VP: sigma-hat^2 = (1 - ab) / ab)."""
+    return eps_fn(xh / math.sqrt(1 + sigma_hat**2), batch_times(t, xh))
 
 
 @torch.no_grad()
@@ -171,53 +174,52 @@ def sample_euler_maruyama(
 ) -> Tensor:
     """Euler-Maruyama on the reverse VP-SDE (Song et al. 2021, eq. 6), beta integrated exactly
     over each step: h beta = log(alpha_bar_s / alpha_bar_t)."""
+    g = grid_coefficients(schedule, timesteps)
     for i in range(len(timesteps) - 1):
-        t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
-        x, x0 = _reverse_sde_step(eps_fn, schedule, x, t, s, float(timesteps[i + 1]), generator)
+        x, x0 = _reverse_sde_step(eps_fn, g, timesteps, i, x, generator)
         if callback is not None:
-            callback(i, s, x, x0)
+            callback(i, batch_times(timesteps[i + 1], x), x, x0)
     return x
 
 
-def _reverse_sde_step(eps_fn, schedule, x, t, s, s_value, generator):
-    eps = eps_fn(x, t)
-    _, sigma_t = signal_noise(schedule, t, x)
-    x0 = _x0(schedule, x, t, eps)
-    if s_value == 0:
+def _reverse_sde_step(eps_fn, g, timesteps, i, x, generator):
+    """x + h beta (x / 2 + score) + sqrt(h beta) z with h beta = log(alpha_bar_s / alpha_bar_t)
+    and score = -eps / sigma_t; the step to t = 0 returns the x0 prediction."""
+    eps = eps_fn(x, batch_times(timesteps[i], x))
+    x0 = from_eps(eps, "x0", x, g.alpha_bar[i])
+    if timesteps[i + 1] == 0:
         return x0, x0
-    hb = append_dims((schedule.log_alpha_bar(s) - schedule.log_alpha_bar(t)).to(x.dtype), x.ndim)
-    score = -eps / sigma_t
-    x = x + hb * (0.5 * x + score) + hb.sqrt() * randn_like(x, generator)
-    return x, x0
+    hb = g.log_alpha_bar[i + 1] - g.log_alpha_bar[i]
+    x = torch.add((1 + hb / 2) * x, eps, alpha=-hb / g.sigma[i])
+    return x.add_(randn_like(x, generator), alpha=math.sqrt(hb)), x0
 
 
 def _langevin(
     eps_fn: EpsFn,
-    schedule: Schedule,
     x: Tensor,
     t: Tensor,
+    sigma: float,
     n: int,
     *,
     snr: float | None,
     step_size: float | None,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """n steps x <- x + delta score + sqrt(2 delta) z at time t (seed 000).
+    """n steps x <- x + delta score + sqrt(2 delta) z at time t, score = -eps / sigma (seed 000).
 
     delta is step_size, or set by a target signal-to-noise ratio r from batch-mean norms:
     delta = 2 (r ||z|| / ||score||)^2 (Song et al. 2021, Algorithms 4-5).
     """
-    _, sigma = signal_noise(schedule, t, x)
     for _ in range(n):
-        score = -eps_fn(x, t) / sigma
+        eps = eps_fn(x, t)
         z = randn_like(x, generator)
         if step_size is not None:
-            delta = torch.full_like(sigma, step_size)
+            delta = step_size
         else:
             # batch-mean norms: a per-example ratio explodes where the score vanishes
-            norm = lambda v: v.reshape(v.shape[0], -1).norm(dim=1).mean()  # noqa: E731
-            delta = torch.full_like(sigma, float(2 * (snr * norm(z) / norm(score)) ** 2))
-        x = x + delta * score + (2 * delta).sqrt() * z
+            norm = lambda v: float(v.reshape(v.shape[0], -1).norm(dim=1).mean())  # noqa: E731
+            delta = 2 * (snr * sigma * norm(z) / norm(eps)) ** 2
+        x = torch.add(x, eps, alpha=-delta / sigma).add_(z, alpha=math.sqrt(2 * delta))
     return x
 
 
@@ -246,8 +248,9 @@ def sample_langevin(
     step_size = None if snr is not None else step_size
     _check_langevin(snr, step_size)
     tt = batch_times(float(timesteps[-2]) if t is None else t, x)
+    sigma = float(torch.sqrt(-torch.expm1(schedule.log_alpha_bar(tt[:1].double()))))
     for i in range(len(timesteps) - 1):
-        x = _langevin(eps_fn, schedule, x, tt, 1, snr=snr, step_size=step_size, generator=generator)
+        x = _langevin(eps_fn, x, tt, sigma, 1, snr=snr, step_size=step_size, generator=generator)
         if callback is not None:
             callback(i, tt, x, x)
     return x
@@ -271,16 +274,17 @@ def sample_annealed_langevin(
     the grid from high to low noise, then (denoise) the x0 prediction at the last level."""
     _check_langevin(snr, step_size)
     levels = timesteps[:-1]
+    g = grid_coefficients(schedule, levels)
     for i, level in enumerate(levels):
         t = batch_times(level, x)
         x = _langevin(
-            eps_fn, schedule, x, t, n_inner, snr=snr, step_size=step_size, generator=generator
+            eps_fn, x, t, g.sigma[i], n_inner, snr=snr, step_size=step_size, generator=generator
         )
         if callback is not None:
             callback(i, t, x, x)
     if denoise:
         t = batch_times(levels[-1], x)
-        x = _x0(schedule, x, t, eps_fn(x, t))
+        x = from_eps(eps_fn(x, t), "x0", x, g.alpha_bar[-1])
     return x
 
 
@@ -298,12 +302,20 @@ def sample_pc(
 ) -> Tensor:
     """Predictor-corrector (Song et al. 2021, Algorithms 2-5): a reverse-SDE Euler-Maruyama
     predictor, then n_corrector Langevin steps at the new time with step set by snr."""
+    g = grid_coefficients(schedule, timesteps)
     for i in range(len(timesteps) - 1):
-        t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
-        x, x0 = _reverse_sde_step(eps_fn, schedule, x, t, s, float(timesteps[i + 1]), generator)
+        s = batch_times(timesteps[i + 1], x)
+        x, x0 = _reverse_sde_step(eps_fn, g, timesteps, i, x, generator)
         if timesteps[i + 1] > 0 and n_corrector > 0:
             x = _langevin(
-                eps_fn, schedule, x, s, n_corrector, snr=snr, step_size=None, generator=generator
+                eps_fn,
+                x,
+                s,
+                g.sigma[i + 1],
+                n_corrector,
+                snr=snr,
+                step_size=None,
+                generator=generator,
             )
         if callback is not None:
             callback(i, s, x, x0)

@@ -3,19 +3,25 @@
 uniform: t = T u; quadratic: t = T u^2 (DDIM's); with u = (K - i) / K, i = 0..K-1.
 logsnr: log-SNR uniform between t = T and t_min (DPM-Solver's choice).
 karras: sigma = sqrt((1 - alpha_bar) / alpha_bar) with sigma^(1/rho) uniform between its
-values at T and t_min (Karras et al. 2022, eq. 5, rho = 7). The last step goes to t = 0,
-where a sampler returns its x_0 prediction.
+values at T and t_min (Karras et al. 2022, eq. 5, rho = 7).
+leading: the uniform grid shifted down by one stride, t = T (K - 1 - i) / K + t_min (diffusers'
+timestep_spacing="leading"; t_min = 1 gives its 901, 801, ..., 1 at T = 1000, K = 10): it never
+evaluates the model at T and its last positive time is t_min.
+The last step goes to t = 0, where a sampler returns its x_0 prediction.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from scorelab.errors import ScorelabError
 from scorelab.processes.schedules import DiscreteSchedule
+from scorelab.typing import Schedule
 
-SPACINGS: tuple[str, ...] = ("uniform", "quadratic", "logsnr", "karras")
+SPACINGS: tuple[str, ...] = ("uniform", "quadratic", "leading", "logsnr", "karras")
 
 
 def make_timesteps(
@@ -35,7 +41,12 @@ def make_timesteps(
     u = torch.arange(steps, 0, -1, dtype=torch.float64) / steps  # 1, ..., 1/K
     if spacing == "uniform" and t_min is None:
         return schedule.timesteps(steps)  # integer times, as the network was trained on
-    if spacing in ("uniform", "quadratic"):
+    if spacing == "leading":
+        t_min = 1.0 if t_min is None else float(t_min)
+        if not 0 < t_min < T / steps + 1e-12 * T:
+            raise ScorelabError(f"leading t_min must be in (0, T/steps = {T / steps:g}]: {t_min}")
+        t = torch.arange(steps - 1, -1, -1, dtype=torch.float64) * T / steps + t_min
+    elif spacing in ("uniform", "quadratic"):
         t = T * (u if spacing == "uniform" else u**2)
         if t_min is not None:  # rescale so that the last positive time is t_min
             t = t_min + (t - t[-1]) * (T - t_min) / (T - float(t[-1])) if steps > 1 else t
@@ -55,3 +66,31 @@ def make_timesteps(
         t = schedule.time_at_log_snr(lam)
         t[0] = T
     return torch.cat([t, t.new_zeros(1)])
+
+
+class GridCoefficients(NamedTuple):
+    """The schedule's coefficients at each grid time as Python floats, computed once per call.
+
+    Samplers step with these floats instead of per-step tensor arithmetic on (B,) times: the
+    same numbers (float64, then rounded to x's dtype on use), a fraction of the overhead.
+    """
+
+    alpha_bar: list[float]
+    log_alpha_bar: list[float]
+    signal: list[float]  # a_t = sqrt(alpha_bar_t)
+    sigma: list[float]  # sigma_t = sqrt(1 - alpha_bar_t)
+    beta_rate: list[float]  # beta(t) = -d log alpha_bar / dt (segment below t)
+
+
+def grid_coefficients(schedule: Schedule, timesteps: Tensor) -> GridCoefficients:
+    """alpha_bar, log alpha_bar, a, sigma and beta(t) at every time of a grid, as floats."""
+    t = timesteps.to(torch.float64)
+    log_alpha_bar = schedule.log_alpha_bar(t).to(torch.float64)
+    alpha_bar = torch.exp(log_alpha_bar)
+    return GridCoefficients(
+        alpha_bar.tolist(),
+        log_alpha_bar.tolist(),
+        alpha_bar.sqrt().tolist(),
+        torch.sqrt(-torch.expm1(log_alpha_bar)).tolist(),
+        schedule.beta_rate(t).to(torch.float64).tolist(),
+    )
