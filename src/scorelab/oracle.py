@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from scorelab.errors import ScorelabError
-from scorelab.typing import EpsFn, Schedule, ScoreFn
+from scorelab.typing import ClassifierFn, CondEpsFn, EpsFn, Schedule, ScoreFn
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +89,38 @@ class GaussianMixture:
             ab = schedule.alpha_bar(t).to(torch.float64)
             sigma = (1 - ab).sqrt().reshape((-1,) + (1,) * (x.ndim - 1))
             return (-sigma * self.score(x.to(torch.float64), ab)).to(x.dtype)
+
+        return eps_fn
+
+    def classifier_fn(self, schedule: Schedule) -> ClassifierFn:
+        """The exact noise-aware classifier: logits(x, t) = log p(k | x_t = x), (B, K)."""
+
+        def classifier_fn(x: Tensor, t: Tensor) -> Tensor:
+            lp, _, _ = self._component_log_probs(x, schedule.alpha_bar(t).to(torch.float64))
+            return torch.log_softmax(lp, dim=1).to(x.dtype)
+
+        return classifier_fn
+
+    def component(self, k: int) -> GaussianMixture:
+        """The k-th component alone: the exact class-conditional distribution p(x | y = k)."""
+        if not 0 <= k < self.n_components:
+            raise ScorelabError(f"component {k} out of range 0..{self.n_components - 1}")
+        return GaussianMixture(torch.ones(1), self.means[k : k + 1], self.variances[k : k + 1])
+
+    def cond_eps_fn(self, schedule: Schedule, null_label: int | None = None) -> CondEpsFn:
+        """The exact class-conditional eps(x, t, y) = eps of component y; y = null_label (default
+        n_components) gives the unconditional mixture's eps, as a classifier-free model's null."""
+        null = self.n_components if null_label is None else null_label
+        parts = [self.component(k).eps_fn(schedule) for k in range(self.n_components)]
+        uncond = self.eps_fn(schedule)
+
+        def eps_fn(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+            out = torch.empty_like(x)
+            for k, f in [*enumerate(parts), (null, uncond)]:
+                m = y == k
+                if m.any():
+                    out[m] = f(x[m], t[m])
+            return out
 
         return eps_fn
 

@@ -51,6 +51,18 @@ class Schedule(Protocol):
     def timesteps(self, steps: int | None = None) -> Tensor: ...
 
 
+class ClassifierFn(Protocol):
+    """A noise-aware classifier: logits of p(y | x_t, t), shape (B, n_classes)."""
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor: ...
+
+
+class CondEpsFn(Protocol):
+    """A class-conditional eps prediction eps(x, t, y); y is a (B,) long tensor of labels."""
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor: ...
+
+
 class Callback(Protocol):
     """Receives each sampler step: index i, time t, current x_t and the predicted x0."""
 
