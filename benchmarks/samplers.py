@@ -68,6 +68,8 @@ from torch import Tensor
 import scorelab
 from scorelab.evaluation import sliced_wasserstein
 from scorelab.oracle import GaussianMixture, ring_mixture
+from scorelab.samplers import make_timesteps
+from scorelab.samplers.ancestral import analytic_gamma
 
 try:
     import diffusers
@@ -317,7 +319,23 @@ class Row:
 # --------------------------------------------------------------------------- samplers
 
 
+def analytic_gamma_for(spec: Spec, bench: Bench, nfe: int, seed: int) -> dict[str, Tensor]:
+    """Analytic-DPM's Gamma_t on the spec's grid from 2000 fresh true samples: a one-time
+    calibration per grid (as in Bao et al. 2022), so it is not counted in NFE or wall time."""
+    if dict(spec.options).get("variance") != "analytic":
+        return {}
+    grid = make_timesteps(
+        bench.schedule, spec.steps(nfe), spec.spacing or "uniform", t_min=spec.t_min
+    )
+    data, _ = bench.problem.mixture.sample(
+        2000, generator=torch.Generator().manual_seed(40_000 + seed)
+    )
+    gen = torch.Generator().manual_seed(45_000 + seed)
+    return {"gamma": analytic_gamma(bench.oracle, bench.schedule, grid, data, generator=gen)}
+
+
 def run_scorelab(spec: Spec, bench: Bench, x_T: Tensor, nfe: int, seed: int) -> RunResult:
+    extra = analytic_gamma_for(spec, bench, nfe, seed)
     eps = TimedEps(bench.oracle)
     gen = torch.Generator().manual_seed(50_000 + seed)
     start = time.perf_counter()
@@ -333,6 +351,7 @@ def run_scorelab(spec: Spec, bench: Bench, x_T: Tensor, nfe: int, seed: int) -> 
         x_T=x_T.clone(),
         dtype=x_T.dtype,
         **dict(spec.options),
+        **extra,
     )
     wall = time.perf_counter() - start
     if out.nfe != eps.calls:
@@ -390,6 +409,7 @@ SWEEP_GRIDS: tuple[tuple[str, float | None], ...] = (
     ("uniform", 5.0),
     ("leading", None),  # diffusers' leading: T - T/K + 1, ..., 1 (never T)
     ("leading", 2.0),
+    ("leading-dpm", None),  # DPMSolver/UniPC's leading: K T/(K+1) + 1, ..., T/(K+1) + 1
     ("quadratic", None),  # last positive time T / K^2
     ("quadratic", 1.0),
     ("quadratic", 2.0),
@@ -409,6 +429,7 @@ def scorelab_defaults() -> list[Spec]:
     return [
         Spec(s, "ddpm (beta_tilde)", "ddpm", (("variance", "beta_tilde"),)),
         Spec(s, "ddpm (beta)", "ddpm", (("variance", "beta"),)),
+        Spec(s, "ddpm (analytic)", "ddpm", (("variance", "analytic"),)),
         Spec(s, "ddpm-score (beta_tilde)", "ddpm-score", (("variance", "beta_tilde"),)),
         Spec(s, "ddim (eta 0)", "ddim"),
         Spec(s, "ddim (eta 1)", "ddim", (("eta", 1.0),)),
@@ -431,6 +452,7 @@ def sweep_bases() -> list[Spec]:
     return [
         Spec(s, "ddpm (beta_tilde)", "ddpm", (("variance", "beta_tilde"),)),
         Spec(s, "ddpm (beta)", "ddpm", (("variance", "beta"),)),
+        Spec(s, "ddpm (analytic)", "ddpm", (("variance", "analytic"),)),
         Spec(s, "ddim (eta 0)", "ddim"),
         Spec(s, "dpm-solver++ o2", "dpm-solver++", (("order", 2),)),
         Spec(s, "dpm-solver++ o3", "dpm-solver++", (("order", 3),)),

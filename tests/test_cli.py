@@ -282,6 +282,8 @@ def test_bad_sample_output_suffix(trained, tmp_path, capsys):
         ("heun-edm", ["--churn", "1"]),
         ("pc", []),
         ("ode-heun", ["--spacing", "quadratic"]),
+        ("ddpm", ["--variance", "analytic", "--spacing", "leading"]),
+        ("dpm-solver++", ["--spacing", "leading-dpm"]),
     ],
 )
 def test_sample_with_every_kind_of_sampler(trained, tmp_path, sampler, extra):

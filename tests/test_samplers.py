@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from scorelab import make_schedule, sample
+from scorelab.errors import ScorelabError
 from scorelab.oracle import GaussianMixture
 from scorelab.processes.ddpm import p_mean_variance
 from scorelab.samplers import SAMPLERS, make_timesteps, sample_ddpm
@@ -181,3 +182,65 @@ def test_registry_and_unknown_sampler():
     assert SAMPLERS["ddpm"] is sample_ddpm
     with pytest.raises(ScorelabError, match="unknown sampler"):
         sample(lambda x, t: x, (2, 2), make_schedule(), "nope")
+
+
+def _gaussian_gamma(s2: float, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Gamma_t = E||E[eps | x_t]||^2 / d for data N(0, s2 I): sigma^2 / (alpha_bar s2 + sigma^2)."""
+    return (1 - alpha_bar) / (alpha_bar * s2 + 1 - alpha_bar)
+
+
+def test_analytic_variance_is_the_exact_reverse_variance_for_gaussian_data():
+    """For Gaussian data p(x_s | x_t) is Gaussian with Var = v_s - alpha_{t|s} v_s^2 / v_t
+    (v = alpha_bar s2 + 1 - alpha_bar), and Analytic-DPM's variance is exactly that."""
+    from scorelab.processes.ddpm import analytic_variance, posterior_variance
+
+    sch, s2 = make_schedule("linear"), 0.3
+    t = torch.tensor([1000.0, 500.0, 120.0, 7.0], dtype=torch.float64)
+    s = torch.tensor([800.0, 499.0, 60.0, 1.0], dtype=torch.float64)
+    ab_t, ab_s = sch.alpha_bar(t), sch.alpha_bar(s)
+    v_t, v_s = ab_t * s2 + 1 - ab_t, ab_s * s2 + 1 - ab_s
+    exact = v_s - (ab_t / ab_s) * v_s**2 / v_t
+    got = analytic_variance(sch, t, s, _gaussian_gamma(s2, ab_t))
+    torch.testing.assert_close(got, exact, rtol=1e-10, atol=1e-14)
+    # Gamma = 1 (a point mass: x_0 known from x_t) leaves the posterior's beta_tilde
+    torch.testing.assert_close(
+        analytic_variance(sch, t, s, torch.ones(4)), posterior_variance(sch, t, s, "beta_tilde")
+    )
+
+
+def test_analytic_gamma_estimates_its_closed_form(generator):
+    from scorelab.samplers.ancestral import analytic_gamma
+
+    sch, s2 = make_schedule("linear"), 0.3
+    mix = GaussianMixture(
+        torch.ones(1), torch.zeros(1, 3, dtype=torch.float64), torch.full((1,), s2)
+    )
+    x0, _ = mix.sample(4000, generator=generator)
+    grid = make_timesteps(sch, 8, "uniform")
+    gamma = analytic_gamma(mix.eps_fn(sch), sch, grid, x0, generator=generator, batch_size=1500)
+    exact = _gaussian_gamma(s2, sch.alpha_bar(grid[:-1]))
+    # ||E[eps|x_t]||^2 / d = Gamma chi^2_d / d per example: sd of the mean is Gamma sqrt(2 / (n d))
+    se = exact * math.sqrt(2 / x0.numel())
+    assert ((gamma - exact).abs() < 4 * se).all(), (gamma, exact)
+
+
+def test_analytic_variance_removes_the_fixed_variances_bias(mixture_2d):
+    """At 100 steps with the exact eps, beta_tilde under- and beta over-disperses the modes;
+    Analytic-DPM's variance (Gamma from data) is at 1 within sampling noise."""
+    s = make_schedule("linear")
+    eps_fn = mixture_2d.eps_fn(s)
+    data, _ = mixture_2d.sample(4000, generator=torch.Generator().manual_seed(8))
+    out = sample(
+        eps_fn, (5000, 2), s, "ddpm", 100, variance="analytic", data=data,
+        dtype=torch.float64, generator=torch.Generator().manual_seed(9),
+    )
+    assert out.nfe == 100 + 100 * 4  # the grid's steps, and Gamma: 100 times x 4 batches
+    _check_mixture(out.x, mixture_2d)
+    tilde = sample(
+        eps_fn, (5000, 2), s, "ddpm", 100, dtype=torch.float64,
+        generator=torch.Generator().manual_seed(9),
+    )
+    with pytest.raises(AssertionError):
+        _check_mixture(tilde.x, mixture_2d)
+    with pytest.raises(ScorelabError, match="analytic"):
+        sample(eps_fn, (10, 2), s, "ddpm", 10, variance="analytic")

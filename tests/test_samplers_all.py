@@ -231,7 +231,8 @@ def test_rk45_on_a_linear_ode():
 def test_time_grids_are_decreasing_from_T_to_0(spacing, K, name):
     s = make_schedule(name)
     g = make_timesteps(s, K, spacing)
-    first = s.T - s.T / K + 1 if spacing == "leading" else s.T
+    first = {"leading": (K - 1) * (s.T // K) + 1, "leading-dpm": K * (s.T // (K + 1)) + 1}
+    first = first.get(spacing, s.T)
     assert len(g) == K + 1 and float(g[0]) == pytest.approx(first) and g[-1] == 0
     assert (g[1:] < g[:-1]).all()
 
@@ -244,6 +245,14 @@ def test_leading_grid_is_diffusers_leading_shifted_to_our_time(K):
     diffusers_leading = torch.arange(K, dtype=torch.float64).flip(0) * (SCHEDULE.T // K)
     assert torch.equal(g[:-1], diffusers_leading + 1)
     assert float(g[-2]) == 1.0 and float(g[0]) == SCHEDULE.T - SCHEDULE.T / K + 1
+
+
+@pytest.mark.parametrize("K", [1, 5, 10, 20, 50])
+def test_leading_dpm_grid_is_dpmsolver_leading_shifted_to_our_time(K):
+    """DPMSolverMultistep's leading: (arange(K + 1) * (T // (K + 1)))[::-1][:-1], plus one."""
+    g = make_timesteps(SCHEDULE, K, "leading-dpm")
+    r = SCHEDULE.T // (K + 1)
+    assert torch.equal(g[:-1], torch.arange(K, 0, -1, dtype=torch.float64) * r + 1)
 
 
 def test_logsnr_and_karras_grids_are_uniform_in_their_variables():

@@ -209,8 +209,9 @@ def _add_sample(sub) -> None:
     p.add_argument(
         "--variance",
         default=None,
-        choices=list(VARIANCES),
-        help="ddpm, ddpm-score: reverse variance sigma_t^2 of Algorithm 2 (default: beta_tilde)",
+        choices=[*VARIANCES, "analytic"],
+        help="ddpm, ddpm-score: reverse variance sigma_t^2 of Algorithm 2 (default: beta_tilde); "
+        "ddpm also takes analytic (Analytic-DPM, estimated from 2000 training examples)",
     )
     p.add_argument(
         "--eta",

@@ -155,6 +155,11 @@ class Run:
         if n < 1:
             raise ScorelabError(f"--n must be >= 1, got {n}")
         generator = torch.Generator().manual_seed(seed)
+        if options.get("variance") == "analytic" and "gamma" not in options:
+            # Analytic-DPM's Gamma_t from (up to 2000 of) the training data, in model units
+            data = build_data(self.config)
+            pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+            options.setdefault("data", self.normalizer.encode(data[pick[:2000]]))
         result = sample(
             self.eps_fn,
             (n, self.config.model.dim),

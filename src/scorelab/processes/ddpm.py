@@ -89,6 +89,24 @@ def posterior_variance(
     return (1 - alpha_bar_s) / (1 - alpha_bar_t) * beta
 
 
+def analytic_variance(
+    schedule: Schedule, t: Tensor, s: Tensor, gamma: Tensor
+) -> Tensor:
+    """Analytic-DPM's optimal reverse variance for t -> s given the score (Bao et al. 2022):
+
+    sigma*^2 = beta_tilde_{t|s} + beta_{t|s}^2 / (alpha_{t|s} (1 - alpha_bar_t)) (1 - Gamma_t),
+
+    with Gamma_t = E||eps(x_t)||^2 / d over the data (clipped to [0, 1]): the posterior's
+    variance plus the expected variance of x_0 given x_t that the mean prediction leaves out.
+    """
+    alpha_bar_t, alpha_bar_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+    alpha = alpha_bar_t / alpha_bar_s
+    beta = 1 - alpha
+    gamma = torch.as_tensor(gamma, dtype=beta.dtype, device=beta.device).clamp(0, 1)
+    beta_tilde = (1 - alpha_bar_s) / (1 - alpha_bar_t) * beta
+    return beta_tilde + beta**2 / (alpha * (1 - alpha_bar_t)) * (1 - gamma)
+
+
 def q_posterior(
     schedule: Schedule, x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor | None = None
 ) -> Gaussian:

@@ -39,6 +39,11 @@ class DiscreteSchedule:
         return self.betas.numel()
 
     @property
+    def t_min(self) -> float:
+        """The smallest positive training time, the default last positive time of a grid."""
+        return 1.0
+
+    @property
     def alphas(self) -> Tensor:
         """alpha_t = 1 - beta_t for t = 1..T, shape (T,)."""
         return 1.0 - self.betas

@@ -14,19 +14,65 @@ import torch
 from torch import Tensor
 
 from scorelab._tensor import batch_times, randn_like
-from scorelab.processes.ddpm import Variance, score_step_coefficients
+from scorelab.errors import ScorelabError
+from scorelab.processes.ddpm import (
+    VARIANCES,
+    Variance,
+    analytic_variance,
+    q_sample,
+    score_step_coefficients,
+)
 from scorelab.processes.parameterization import convert, from_eps
 from scorelab.samplers.timesteps import grid_coefficients
 from scorelab.typing import Callback, EpsFn, Schedule
 
 
 def _step_coefficients(
-    schedule: Schedule, timesteps: Tensor, variance: Variance
+    schedule: Schedule,
+    timesteps: Tensor,
+    variance: str,
+    gamma: Tensor | None,
 ) -> tuple[list[float], list[float], list[float]]:
     """A, B, C of every step of the grid at once (float64), as floats for the loop."""
     t = timesteps.to(torch.float64)
-    A, B, C = score_step_coefficients(schedule, t[:-1], t[1:], variance)
+    if variance == "analytic":
+        if gamma is None or torch.as_tensor(gamma).shape != (len(t) - 1,):
+            raise ScorelabError(
+                f"variance='analytic' needs gamma of shape ({len(t) - 1},) or data= to estimate it"
+            )
+        A, B, _ = score_step_coefficients(schedule, t[:-1], t[1:], "beta")
+        C = analytic_variance(schedule, t[:-1], t[1:], torch.as_tensor(gamma).to(torch.float64))
+    elif variance in VARIANCES:
+        A, B, C = score_step_coefficients(schedule, t[:-1], t[1:], variance)
+    else:
+        choices = ", ".join((*VARIANCES, "analytic"))
+        raise ScorelabError(f"unknown variance {variance!r}; choose one of: {choices}")
     return A.tolist(), B.tolist(), C.tolist()
+
+
+@torch.no_grad()
+def analytic_gamma(
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    timesteps: Tensor,
+    x0: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    batch_size: int = 1000,
+) -> Tensor:
+    """Gamma_t = E||eps(x_t)||^2 / d at each positive time of the grid, x_t = q_sample(x0):
+    the one statistic of the model that Analytic-DPM's variance needs (float64, (K,))."""
+    if x0.ndim < 2 or x0.shape[0] == 0 or not torch.isfinite(x0).all():
+        raise ScorelabError("data for the analytic variance must be a finite (N, ...) batch")
+    out = []
+    for time in timesteps[:-1].tolist():
+        total = 0.0
+        for chunk in x0.split(batch_size):
+            t = batch_times(time, chunk)
+            eps = eps_fn(q_sample(schedule, chunk, t, generator=generator), t)
+            total += float(eps.double().pow(2).sum())
+        out.append(total / x0.numel())
+    return torch.tensor(out, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -36,7 +82,9 @@ def sample_ddpm(
     schedule: Schedule,
     timesteps: Tensor,
     *,
-    variance: Variance = "beta_tilde",
+    variance: Variance | str = "beta_tilde",
+    gamma: Tensor | None = None,
+    data: Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
@@ -44,8 +92,12 @@ def sample_ddpm(
 
     The mean (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) is A_t x_t - B_t / sigma_t
     eps with the coefficients of score_step_coefficients, computed once for the whole grid.
+    variance="analytic" is Analytic-DPM's (Bao et al. 2022): it takes gamma from analytic_gamma,
+    or data (x_0 samples) to estimate it with K extra eps_fn calls per 1000 examples.
     """
-    A, B, C = _step_coefficients(schedule, timesteps, variance)
+    if variance == "analytic" and gamma is None and data is not None:
+        gamma = analytic_gamma(eps_fn, schedule, timesteps, data.to(x), generator=generator)
+    A, B, C = _step_coefficients(schedule, timesteps, variance, gamma)
     g = grid_coefficients(schedule, timesteps)
     for i in range(len(timesteps) - 1):
         t = batch_times(timesteps[i], x)
@@ -71,7 +123,7 @@ def sample_ddpm_score(
     callback: Callback | None = None,
 ) -> Tensor:
     """The DDPM step as x_s = A_t x_t + B_t grad log p_t(x_t) + sqrt(C_t) z (seed 001, task 1)."""
-    A, B, C = _step_coefficients(schedule, timesteps, variance)
+    A, B, C = _step_coefficients(schedule, timesteps, variance, None)
     g = grid_coefficients(schedule, timesteps)
     for i in range(len(timesteps) - 1):
         t = batch_times(timesteps[i], x)

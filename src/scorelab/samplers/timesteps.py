@@ -4,9 +4,14 @@ uniform: t = T u; quadratic: t = T u^2 (DDIM's); with u = (K - i) / K, i = 0..K-
 logsnr: log-SNR uniform between t = T and t_min (DPM-Solver's choice).
 karras: sigma = sqrt((1 - alpha_bar) / alpha_bar) with sigma^(1/rho) uniform between its
 values at T and t_min (Karras et al. 2022, eq. 5, rho = 7).
-leading: the uniform grid shifted down by one stride, t = T (K - 1 - i) / K + t_min (diffusers'
-timestep_spacing="leading"; t_min = 1 gives its 901, 801, ..., 1 at T = 1000, K = 10): it never
-evaluates the model at T and its last positive time is t_min.
+leading: the uniform grid shifted down by one stride r = T / K, t = r (K - 1 - i) + t_min
+(diffusers' timestep_spacing="leading" of DDIM/DDPM/Euler; t_min = 1 gives its 901, 801, ..., 1
+at T = 1000, K = 10): the model is never evaluated at T and the last positive time is t_min.
+leading-dpm: the same over K + 1 strides, t = r (K - i) + t_min with r = T / (K + 1)
+(diffusers' "leading" of DPMSolverMultistep/UniPC: 901, 811, ..., 91 at T = 1000, K = 10): it
+keeps a whole stride above t_min before the last step to 0. For both, t_min (default 1) is the
+offset from diffusers' indices to our times (alphas_cumprod[k] is our alpha_bar(k + 1)).
+Strides are whole steps (T // K, T // (K + 1)) when T is an integer of at least K + 1, as there.
 The last step goes to t = 0, where a sampler returns its x_0 prediction.
 """
 
@@ -18,14 +23,13 @@ import torch
 from torch import Tensor
 
 from scorelab.errors import ScorelabError
-from scorelab.processes.schedules import DiscreteSchedule
 from scorelab.typing import Schedule
 
-SPACINGS: tuple[str, ...] = ("uniform", "quadratic", "leading", "logsnr", "karras")
+SPACINGS: tuple[str, ...] = ("uniform", "quadratic", "leading", "leading-dpm", "logsnr", "karras")
 
 
 def make_timesteps(
-    schedule: DiscreteSchedule,
+    schedule: Schedule,
     steps: int,
     spacing: str = "uniform",
     *,
@@ -41,17 +45,20 @@ def make_timesteps(
     u = torch.arange(steps, 0, -1, dtype=torch.float64) / steps  # 1, ..., 1/K
     if spacing == "uniform" and t_min is None:
         return schedule.timesteps(steps)  # integer times, as the network was trained on
-    if spacing == "leading":
-        t_min = 1.0 if t_min is None else float(t_min)
-        if not 0 < t_min < T / steps + 1e-12 * T:
-            raise ScorelabError(f"leading t_min must be in (0, T/steps = {T / steps:g}]: {t_min}")
-        t = torch.arange(steps - 1, -1, -1, dtype=torch.float64) * T / steps + t_min
+    if spacing in ("leading", "leading-dpm"):
+        n = steps if spacing == "leading" else steps + 1  # strides
+        stride = T // n if float(T).is_integer() and n + 1 <= T else T / n
+        t_min = schedule.t_min if t_min is None else float(t_min)
+        if not 0 < t_min <= stride:
+            raise ScorelabError(f"{spacing} t_min must be in (0, {stride:g}], got {t_min}")
+        k = torch.arange(steps - 1, -1, -1, dtype=torch.float64)  # K - 1, ..., 0
+        t = (k if spacing == "leading" else k + 1) * stride + t_min
     elif spacing in ("uniform", "quadratic"):
         t = T * (u if spacing == "uniform" else u**2)
         if t_min is not None:  # rescale so that the last positive time is t_min
             t = t_min + (t - t[-1]) * (T - t_min) / (T - float(t[-1])) if steps > 1 else t
     else:
-        t_min = 1.0 if t_min is None else float(t_min)
+        t_min = schedule.t_min if t_min is None else float(t_min)
         if not 0 < t_min < T:
             raise ScorelabError(f"t_min must be in (0, {T:g}), got {t_min}")
         ends = torch.tensor([T, t_min], dtype=torch.float64)
