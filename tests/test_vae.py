@@ -1,0 +1,142 @@
+"""The VAE's bounds against a linear-Gaussian model, where log p(x) and the posterior are exact."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from scorelab.errors import ScorelabError
+from scorelab.nn.vae import VAE, conv_vae, mlp_vae
+from scorelab.objectives.vae import (
+    BIN,
+    discretized_logistic_log_prob,
+    elbo,
+    gaussian_kl,
+    iwae_bound,
+    sample_vae,
+    vae_loss,
+)
+
+D, L, SIGMA = 4, 2, 0.5
+
+
+def _linear_gaussian(shift: float = 0.0):
+    """p(z) = N(0, I), p(x|z) = N(W z + b, SIGMA^2 I), W with orthogonal columns, so the posterior
+    N(A (x - b), S) is diagonal; the encoder is that posterior, its mean moved by shift."""
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(D, L, generator=g, dtype=torch.float64))
+    W = q * torch.tensor([1.5, 0.7], dtype=torch.float64)
+    b = torch.randn(D, generator=g, dtype=torch.float64)
+    S = torch.linalg.inv(torch.eye(L, dtype=torch.float64) + W.T @ W / SIGMA**2)
+    A = S @ W.T / SIGMA**2
+    enc, dec = nn.Linear(D, 2 * L).double(), nn.Linear(L, D).double()
+    with torch.no_grad():
+        enc.weight.zero_()
+        enc.weight[:L] = A
+        enc.bias[:L] = -A @ b + shift
+        enc.bias[L:] = torch.log(torch.diagonal(S))
+        dec.weight.copy_(W)
+        dec.bias.copy_(b)
+    vae = VAE(enc, dec, (D,), L, "gaussian").double()
+    with torch.no_grad():
+        vae.log_scale.fill_(math.log(SIGMA))
+    marginal = torch.distributions.MultivariateNormal(b, W @ W.T + SIGMA**2 * torch.eye(D))
+    return vae, marginal, S
+
+
+def test_gaussian_kl_matches_torch_distributions(generator):
+    mean = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    log_var = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    expected = torch.distributions.kl_divergence(q, p).sum(1)
+    torch.testing.assert_close(gaussian_kl(mean, log_var), expected)
+
+
+@torch.no_grad()
+def test_bounds_with_the_exact_posterior_are_log_p_x(generator):
+    """With q = p(z|x) every importance weight p(x, z) / q(z|x) equals p(x): IWAE_k is log p(x)
+    for every draw; the analytic-KL ELBO is log p(x) on average."""
+    vae, marginal, _ = _linear_gaussian()
+    torch.manual_seed(1)
+    x = marginal.sample((2000,))
+    for k in (1, 7):
+        torch.testing.assert_close(
+            iwae_bound(vae, x, k, generator=generator), marginal.log_prob(x), rtol=1e-10, atol=1e-10
+        )
+    e = elbo(vae, x, generator=generator) - marginal.log_prob(x)
+    assert abs(float(e.mean())) < 4 * float(e.std()) / math.sqrt(len(e))
+
+
+@torch.no_grad()
+def test_elbo_le_iwae_le_log_p_and_the_elbo_gap_is_the_posterior_kl(generator):
+    """E[ELBO] = log p(x) - KL(q(z|x) || p(z|x)); IWAE_k rises with k towards log p(x)."""
+    vae, marginal, S = _linear_gaussian(shift=0.8)
+    torch.manual_seed(0)
+    x = marginal.sample((3000,))
+    log_p = marginal.log_prob(x)
+    # both Gaussians share the covariance S; the means differ by the shift
+    gap = 0.5 * (0.8**2) * torch.diagonal(torch.linalg.inv(S)).sum()
+    e = elbo(vae, x, generator=generator) - log_p
+    se = float(e.std()) / math.sqrt(len(e))
+    assert abs(float(e.mean()) + float(gap)) < 4 * se
+    means = []
+    for k in (1, 5, 50):
+        w = iwae_bound(vae, x, k, generator=generator) - log_p
+        means.append((float(w.mean()), float(w.std()) / math.sqrt(len(w))))
+    (m1, s1), (m5, s5), (m50, s50) = means
+    assert m1 + 3 * s1 < m5 < m50 - 3 * s50
+    assert m50 < 3 * s50  # a lower bound of log p(x) on average
+
+
+def test_discretized_logistic_sums_to_one_over_the_256_levels():
+    levels = torch.linspace(-1, 1, 256, dtype=torch.float64)
+    for mean, log_scale in ((0.0, -3.0), (0.97, -5.0), (-0.4, 0.5), (1.3, -6.5)):
+        lp = discretized_logistic_log_prob(
+            levels, torch.full_like(levels, mean), torch.full_like(levels, log_scale)
+        )
+        assert float(torch.logsumexp(lp, 0)) == pytest.approx(0.0, abs=1e-9)
+    assert pytest.approx(float(levels[1] - levels[0])) == BIN
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "logistic", "bernoulli"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 16, 16), (1, 28, 28)])
+def test_conv_vae_shapes(likelihood, shape, generator):
+    vae = conv_vae(shape, latent_dim=5, width=8, likelihood=likelihood)
+    x = torch.randint(0, 2, (3, *shape), generator=generator).float() * 2 - 1
+    assert elbo(vae, x, generator=generator).shape == (3,)
+    assert sample_vae(vae, 4, generator=generator).shape == (4, *shape)
+
+
+def test_tiny_vae_trains_on_the_ring(generator):
+    from scorelab.data import load_dataset
+
+    torch.manual_seed(0)
+    data = load_dataset("ring", 2000, seed=0).float()
+    vae = mlp_vae(2, latent_dim=2, width=64)
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(400):
+        idx = torch.randint(0, len(data), (256,), generator=generator)
+        loss = vae_loss(vae, data[idx], generator).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert math.isfinite(last) and last < first - 1.0, (first, last)
+
+
+def test_bad_vae_input():
+    vae = mlp_vae(3, likelihood="bernoulli")
+    with pytest.raises(ScorelabError, match="shape"):
+        elbo(vae, torch.zeros(2, 4))
+    with pytest.raises(ScorelabError, match="binary"):
+        elbo(vae, torch.full((2, 3), 0.5))
+    with pytest.raises(ScorelabError, match="k must be"):
+        iwae_bound(vae, torch.ones(2, 3), 0)
+    with pytest.raises(ValueError, match="decoder"):
+        mlp_vae(3, likelihood="poisson")
