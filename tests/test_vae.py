@@ -125,7 +125,7 @@ def test_tiny_vae_trains_on_the_ring(generator):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert math.isfinite(last) and last < first - 1.0, (first, last)
 

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from scorelab._tensor import batch_times, randn_like
 from scorelab.errors import ScorelabError
-from scorelab.processes.ddpm import signal_noise
+from scorelab.processes.parameterization import from_eps
+from scorelab.samplers.timesteps import grid_coefficients
 from scorelab.typing import Callback, EpsFn, Schedule
 
 
@@ -69,44 +70,51 @@ def sample_dpm_solver_pp(
     """DPM-Solver++(order)M, data prediction, multistep (Lu et al. 2022, Algorithm 2)."""
     if order not in (1, 2, 3):
         raise ScorelabError(f"order must be 1, 2 or 3, got {order}")
+    g = grid_coefficients(schedule, timesteps)
     # lambda = log(a / sigma) is half the log-SNR
     lam = (schedule.log_snr(timesteps[:-1].to(torch.float64)) / 2).tolist()
     history: list[Tensor] = []  # x0 predictions, newest last
     for i in range(len(timesteps) - 1):
-        t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
-        a_t, sigma_t = signal_noise(schedule, t, x)
-        x0 = (x - sigma_t * eps_fn(x, t)) / a_t
+        t = batch_times(timesteps[i], x)
+        x0 = from_eps(eps_fn(x, t), "x0", x, g.alpha_bar[i])
         history = (history + [x0])[-3:]
         if timesteps[i + 1] == 0:
             x = x0
         else:
-            a_s, sigma_s = signal_noise(schedule, s, x)
+            # x_s = (sigma_s / sigma_t) x - a_s phi D, phi = e^{-h} - 1, with D the order-k
+            # extrapolation of the x0 predictions: written as one float-weighted sum of them
             h = lam[i + 1] - lam[i]
-            phi = math.expm1(-h)  # e^{-h} - 1
-            k = min(order, len(history))
-            if k == 1:
-                d = x0
-                x = (sigma_s / sigma_t) * x - a_s * phi * d
-            elif k == 2:
-                r0 = (lam[i] - lam[i - 1]) / h
-                d = x0 + (x0 - history[-2]) / (2 * r0)
-                x = (sigma_s / sigma_t) * x - a_s * phi * d
-            else:
-                h0, h1 = lam[i] - lam[i - 1], lam[i - 1] - lam[i - 2]
-                r0, r1 = h0 / h, h1 / h
-                d1_0 = (x0 - history[-2]) / r0
-                d1_1 = (history[-2] - history[-3]) / r1
-                d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-                d2 = (d1_0 - d1_1) / (r0 + r1)  # ~ h^2 m'' / 2
-                # the Taylor term's exact weight is int_0^h e^{-u} (h - u)^2 / 2 du / (h^2 / 2)
-                # = -2 ((e^{-h} - 1 + h) / h^2 - 1/2); with the factor 2 the step is third
-                # order (tested), without it (as often written) only second
-                x = (
-                    (sigma_s / sigma_t) * x
-                    - a_s * phi * x0
-                    + a_s * (phi / h + 1) * d1
-                    - 2 * a_s * ((phi + h) / h**2 - 0.5) * d2
-                )
+            phi = math.expm1(-h)
+            a_s = g.signal[i + 1]
+            weights = _dpm_weights(min(order, len(history)), lam, i, h, phi, a_s)
+            x = (g.sigma[i + 1] / g.sigma[i]) * x
+            for w, m in zip(weights, reversed(history), strict=False):
+                x = x.add_(m, alpha=w)
         if callback is not None:
-            callback(i, s, x, x0)
+            callback(i, batch_times(timesteps[i + 1], x), x, x0)
     return x
+
+
+def _dpm_weights(k: int, lam: list[float], i: int, h: float, phi: float, a_s: float) -> list[float]:
+    """The weights of x0_i, x0_{i-1}, x0_{i-2} in DPM-Solver++(k)M's step (newest first).
+
+    k = 1: -a_s phi m_i.  k = 2: -a_s phi (m_i + (m_i - m_{i-1}) / (2 r0)), r0 = h_{i-1} / h.
+    k = 3: -a_s phi m_i + a_s (phi / h + 1) D1 - 2 a_s ((phi + h) / h^2 - 1/2) D2 with
+    D1 = (1 + q) d0 - q d1, D2 = (d0 - d1) / (r0 + r1), q = r0 / (r0 + r1),
+    d0 = (m_i - m_{i-1}) / r0, d1 = (m_{i-1} - m_{i-2}) / r1. The Taylor term's exact weight is
+    int_0^h e^{-u} (h - u)^2 / 2 du / (h^2 / 2) = -2 ((e^{-h} - 1 + h) / h^2 - 1/2); with the
+    factor 2 the step is third order (tested), without it (as often written) only second.
+    """
+    A = a_s * phi
+    if k == 1:
+        return [-A]
+    r0 = (lam[i] - lam[i - 1]) / h
+    if k == 2:
+        return [-A * (1 + 1 / (2 * r0)), A / (2 * r0)]
+    r1 = (lam[i - 1] - lam[i - 2]) / h
+    B, C = a_s * (phi / h + 1), 2 * a_s * ((phi + h) / h**2 - 0.5)
+    q = r0 / (r0 + r1)
+    e0 = B * (1 + q) - C / (r0 + r1)  # weight of d0
+    e1 = -B * q + C / (r0 + r1)  # weight of d1
+    return [-A + e0 / r0, -e0 / r0 + e1 / r1, -e1 / r1]
+
