@@ -140,3 +140,16 @@ def test_bad_vae_input():
         iwae_bound(vae, torch.ones(2, 3), 0)
     with pytest.raises(ValueError, match="decoder"):
         mlp_vae(3, likelihood="poisson")
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.8])
+def test_aggregate_posterior_kl_of_the_linear_gaussian_model(shift, generator):
+    """With the exact posterior the aggregate posterior is the prior (KL 0); moving every mean
+    by `shift` per latent dimension makes it N(shift, I): KL = L shift^2 / 2."""
+    from scorelab.evaluation.latent import aggregate_posterior, aggregate_posterior_kl
+
+    vae, marginal, _ = _linear_gaussian(shift=shift)
+    torch.manual_seed(3)
+    mean, log_var = aggregate_posterior(vae, marginal.sample((3000,)))
+    kl = aggregate_posterior_kl(mean, log_var, n_samples=4000, generator=generator)
+    assert kl == pytest.approx(L * shift**2 / 2, abs=0.05)
