@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scorelab._tensor import append_dims
 from scorelab.errors import ScorelabError
 from scorelab.processes import make_schedule, score_from_eps
-from scorelab.processes.sde import SDES, VESDE, SubVPSDE, VPSDE, make_sde
+from scorelab.processes.sde import SDES, VESDE, VPSDE, SubVPSDE, make_sde
 from scorelab.samplers import sample
 
 ALL = [VPSDE(), SubVPSDE(), VESDE()]

@@ -68,9 +68,10 @@ def ssm_loss(
 
 
 def sample_times(sde, n: int, *, generator: torch.Generator | None = None, device=None) -> Tensor:
-    """n times uniform on [t_min, T] (float32)."""
+    """n times uniform on [t_min, T], float64: VE's alpha_bar_eq at t_min is 1 - 2e-8, which
+    float32 rounds to 1."""
     gen_device = generator.device if generator is not None else device
-    u = torch.rand(n, generator=generator, device=gen_device).to(device)
+    u = torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
     return sde.t_min + u * (sde.T - sde.t_min)
 
 

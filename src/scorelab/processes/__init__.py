@@ -27,7 +27,7 @@ from scorelab.processes.parameterization import (
     to_eps,
 )
 from scorelab.processes.schedules import SCHEDULES, DiscreteSchedule, make_schedule
-from scorelab.processes.sde import SDE, SDES, VESDE, SubVPSDE, VPSDE, make_sde
+from scorelab.processes.sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, make_sde
 
 __all__ = [
     "SCHEDULES",

@@ -13,6 +13,7 @@ Every conversion goes through eps; adapters turn any of these functions into an 
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from scorelab._tensor import append_dims
@@ -26,8 +27,10 @@ def _check(kind: str) -> None:
 
 
 def _a_sigma(alpha_bar: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    alpha_bar = append_dims(alpha_bar.to(x.dtype), x.ndim)
-    return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    # in the wider of the two dtypes, then cast: an SDE's alpha_bar near t = 0 is 1 - 2e-8,
+    # which float32 would round to 1 (sigma = 0)
+    alpha_bar = append_dims(alpha_bar.to(torch.promote_types(alpha_bar.dtype, x.dtype)), x.ndim)
+    return alpha_bar.sqrt().to(x.dtype), (1 - alpha_bar).sqrt().to(x.dtype)
 
 
 def to_eps(pred: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
