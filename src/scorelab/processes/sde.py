@@ -15,7 +15,8 @@ process with alpha_bar_eq = alpha_t^2 / (alpha_t^2 + sigma_t^2): the same log-SN
 2 log(alpha_t / sigma_t), the same eps. So every SDE also offers the schedule interface the
 samplers use (alpha_bar, log_alpha_bar, log_snr, time_at_log_snr, beta_rate, timesteps) and
 input_scale(t) = 1 / sqrt(alpha_t^2 + sigma_t^2); `samplers.sample` maps x~ <-> x_t. For VP,
-alpha^2 + sigma^2 = 1 and nothing changes. Float64 inside, cast to t's dtype at the end.
+alpha^2 + sigma^2 = 1 and nothing changes. Float64 inside, cast to t's dtype at the end
+(except alpha_bar and log_alpha_bar, which stay float64).
 """
 
 from __future__ import annotations
@@ -151,9 +152,11 @@ class _LinearSDE:
         return torch.exp(-0.5 * self._log_scale2(t)).to(dtype)
 
     def log_alpha_bar(self, t: Tensor | float) -> Tensor:
-        """log alpha_bar_eq = log alpha_t^2 - log(alpha_t^2 + sigma_t^2)."""
-        t, dtype = _t64(t)
-        return (2 * self._log_mean(t) - self._log_scale2(t)).to(dtype)
+        """log alpha_bar_eq = log alpha_t^2 - log(alpha_t^2 + sigma_t^2), always float64:
+        near t_min alpha_bar_eq is 1 - 2e-8 (VE), which float32 rounds to 1 (sigma = 0);
+        the conversions in parameterization.py compute in the wider dtype and cast."""
+        t, _ = _t64(t)
+        return 2 * self._log_mean(t) - self._log_scale2(t)
 
     def alpha_bar(self, t: Tensor | float) -> Tensor:
         """alpha_bar_eq(t) of the VP-equivalent view."""
