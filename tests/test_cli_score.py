@@ -116,7 +116,10 @@ def user_module(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv,pattern",
     [
-        (["--data", "ring", "--objective", "nope"], "choose one of: eps, x0, v, dsm, ism"),
+        (["--data", "ring", "--objective", "nope"], "eps, x0, v, dsm, ism, ssm, tsm"),
+        (["--data", "ring", "--objective", "dsm", "--weighting", "w"], "--weighting must be one"),
+        (["--data", "ring", "--objective", "ssm", "--probe", "w"], "--probe must be one"),
+        (["--data", "ring", "--objective", "dsm", "--prediction", "v"], "--prediction must be"),
         (["--data", "ring", "--sde", "ve"], "--sde trains with a score objective"),
         (["--data", "ring", "--objective", "dsm", "--sde", "nope"], "choose one of: vp, subvp"),
         (["--data", "ring", "--objective", "tsm"], "--objective tsm needs --target"),

@@ -67,6 +67,7 @@ def resolve_objective(cfg: RunConfig) -> RunConfig:
         if cfg.objective != "tsm" and cfg.score.target:
             raise ScorelabError("--target is used only by --objective tsm")
         if cfg.sde is not None:
+            build_sde(cfg.sde)  # an unknown name or bad parameter fails here, before any work
             return cfg
         return cfg.replace(sde=SDEConfig("ve" if cfg.objective == "tsm" else "vp"))
     if cfg.sde is not None:

@@ -58,25 +58,9 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _choice(*options: str):
-    """An argparse type accepting one of options, with a one-line error listing them."""
-
-    def parse(text: str) -> str:
-        if text not in options:
-            raise argparse.ArgumentTypeError(
-                f"unknown value {text!r}; choose one of: {', '.join(options)}"
-            )
-        return text
-
-    return parse
-
-
 # flag -> (config key, type, default, help); defaults come from the config dataclasses
 def _train_flags() -> list[tuple[str, str, object, str]]:
     from scorelab.config import RunConfig
-    from scorelab.divergence import PROBES
-    from scorelab.objectives import OBJECTIVES, WEIGHTINGS
-    from scorelab.processes import SDES
 
     d = RunConfig()
     t, m, sc = d.train, d.model, d.score
@@ -97,7 +81,7 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
         (
             "--objective",
             "objective",
-            _choice(*OBJECTIVES),
+            str,
             "eps, x0 or v: what the network predicts and regresses on the discrete "
             "--schedule (L_simple, Algorithm 1; x0 is the denoiser of seed 002). Score "
             "matching on an --sde (VP unless given): dsm (denoising, weighted by --weighting), "
@@ -109,21 +93,21 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
         (
             "--sde",
             "sde.name",
-            _choice(*SDES),
+            str,
             "train in continuous time t in [0, 1] on this SDE: vp (beta 0.1..20), subvp, "
-            "ve (sigma 0.01..50); needs a score objective (default with one: vp)",
+            "ve (sigma 0.01..50); needs a score objective (default with one: vp; ve for tsm)",
         ),
         (
             "--prediction",
             "score.prediction",
-            _choice("eps", "x0", "score"),
+            str,
             f"score objectives: what the network outputs, converted exactly to the score "
             f"(default: {sc.prediction})",
         ),
         (
             "--weighting",
             "score.weighting",
-            _choice(*WEIGHTINGS),
+            str,
             "score objectives: lambda(t), sigma2 (sigma_t^2), likelihood (g(t)^2) or none "
             f"(default: {sc.weighting})",
         ),
@@ -136,7 +120,7 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
         (
             "--probe",
             "score.probe",
-            _choice(*PROBES),
+            str,
             f"ssm: projection distribution (default: {sc.probe})",
         ),
         (
