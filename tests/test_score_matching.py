@@ -217,3 +217,16 @@ def test_bad_inputs_raise_clear_errors(easy_mixture):
         score_matching_loss("dsm", s, x0, sde=VPSDE(), weighting="nope")
     with pytest.raises(ScorelabError, match="probes"):
         ssm_loss(lambda x: x, x0, probes=0)
+
+
+@pytest.mark.parametrize("objective", ["dsm", "ism", "ssm", "tsm"])
+def test_losses_are_per_example_on_images(objective):
+    """(B, 1, 4, 4) input: one finite loss per example, differentiable."""
+    x0 = torch.randn(6, 1, 4, 4)
+    w = torch.tensor(0.5, requires_grad=True)
+    s = lambda x, t: -w * x  # noqa: E731
+    loss = score_matching_loss(objective, s, x0, sde=VPSDE(), clean_score=lambda x: -x,
+                               generator=torch.Generator().manual_seed(0))
+    assert loss.shape == (6,) and torch.isfinite(loss).all()
+    loss.mean().backward()
+    assert w.grad is not None and torch.isfinite(w.grad)

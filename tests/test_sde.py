@@ -172,3 +172,27 @@ def test_oracle_score_under_an_sde_is_the_score_of_the_marginal(mixture_2d):
     # and score_from_eps(eps_fn) = -eps / sigma_t in the SDE's coordinates
     s = score_from_eps(mixture_2d.eps_fn(sde), sde)(x, t)
     assert torch.allclose(s, noisy.score(x), rtol=1e-9)
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+@pytest.mark.parametrize("prediction", ["x0", "score", "v"])
+def test_parameterization_round_trips_on_every_sde(sde, prediction, mixture_2d):
+    """The exact eps, turned into a prediction of each kind in the SDE's own coordinates
+    (x0 = E[x_0 | x_t], score = -eps / sigma_t, v in the VP view) and back, is unchanged."""
+    from scorelab.processes import as_eps_fn, denoiser_from_eps, from_eps
+
+    eps_fn = mixture_2d.eps_fn(sde)
+    t = torch.full((9,), 0.37, dtype=torch.float64)
+    x = torch.randn(9, 2, dtype=torch.float64) * 2
+    c = append_dims(sde.input_scale(t), 2)
+    if prediction == "x0":
+        model = denoiser_from_eps(eps_fn, sde)
+    elif prediction == "score":
+        model = score_from_eps(eps_fn, sde)
+    else:
+        model = lambda x, t: from_eps(eps_fn(x, t), "v", c * x, sde.alpha_bar(t))  # noqa: E731
+    back = as_eps_fn(model, sde, prediction)(x, t)
+    assert torch.allclose(back, eps_fn(x, t), rtol=1e-9, atol=1e-12)
+    if prediction == "x0":  # x0 = (x_t - sigma_t eps) / alpha_t in the SDE's own coordinates
+        a, s = append_dims(sde.mean_coeff(t), 2), append_dims(sde.std(t), 2)
+        assert torch.allclose(model(x, t), (x - s * eps_fn(x, t)) / a, rtol=1e-9)
