@@ -84,7 +84,12 @@ def train(objective: str, options: dict, mix: GaussianMixture, sde, budget: floa
     while time.process_time() - start < budget:
         x0, _ = mix.sample(256, generator=g)
         loss = score_matching_loss(
-            objective, score_fn, x0.float(), sde=sde, clean_score=mix.score, generator=g,
+            objective,
+            score_fn,
+            x0.float(),
+            sde=sde,
+            clean_score=mix.score,
+            generator=g,
             **options,
         ).mean()
         opt.zero_grad()
@@ -107,8 +112,9 @@ def score_error(eps_fn, mix: GaussianMixture, sde, seed: int) -> tuple[float, fl
 
 
 def sw_of(eps_fn, mix: GaussianMixture, sde, seed: int) -> float:
-    x = sample(eps_fn, (2000, mix.dim), sde, "ddim", 100,
-               generator=torch.Generator().manual_seed(seed + 3)).x
+    x = sample(
+        eps_fn, (2000, mix.dim), sde, "ddim", 100, generator=torch.Generator().manual_seed(seed + 3)
+    ).x
     ref, _ = mix.sample(2000, generator=torch.Generator().manual_seed(seed + 4))
     if not torch.isfinite(x).all():
         return float("nan")
@@ -144,8 +150,10 @@ def run(budget: float, sde_name: str, seed: int, log=print) -> str:
             net.eval()
             err, rel = score_error(eps_fn, mix, sde, seed)
             sw = sw_of(eps_fn, mix, sde, seed)
-            row = (f"| {pname} | {name} | {steps} | {steps / cpu:.1f} | {err:.4g} | {rel:.3f} | "
-                   f"{sw:.4f} | {oracle:.4f} | {floor:.4f} |")
+            row = (
+                f"| {pname} | {name} | {steps} | {steps / cpu:.1f} | {err:.4g} | {rel:.3f} | "
+                f"{sw:.4f} | {oracle:.4f} | {floor:.4f} |"
+            )
             log(row)
             lines.append(row)
     return "\n".join(lines) + "\n"

@@ -18,8 +18,21 @@ from scorelab.processes.sde import VESDE, SubVPSDE
 from scorelab.run import load_run
 from scorelab.targets import split_rhat
 
-TINY = ["--steps", "20", "--batch-size", "64", "--width", "16", "--depth", "1",
-        "--n-data", "300", "--log-every", "5", "--no-progress"]
+TINY = [
+    "--steps",
+    "20",
+    "--batch-size",
+    "64",
+    "--width",
+    "16",
+    "--depth",
+    "1",
+    "--n-data",
+    "300",
+    "--log-every",
+    "5",
+    "--no-progress",
+]
 
 
 def _fail(argv, capsys, pattern):
@@ -39,15 +52,36 @@ def _fail(argv, capsys, pattern):
     [
         (["--objective", "dsm", "--sde", "ve", "--weighting", "likelihood"], "ve", "dsm"),
         (["--objective", "ism"], "vp", "ism"),
-        (["--objective", "ssm", "--sde", "subvp", "--probes", "2", "--ssm-plain",
-          "--sde-param", "beta_max=10"], "subvp", "ssm"),
-        (["--objective", "tsm", "--target", "scorelab.examples.double_well:score",
-          "--prediction", "x0"], "ve", "tsm"),
+        (
+            [
+                "--objective",
+                "ssm",
+                "--sde",
+                "subvp",
+                "--probes",
+                "2",
+                "--ssm-plain",
+                "--sde-param",
+                "beta_max=10",
+            ],
+            "subvp",
+            "ssm",
+        ),
+        (
+            [
+                "--objective",
+                "tsm",
+                "--target",
+                "scorelab.examples.double_well:score",
+                "--prediction",
+                "x0",
+            ],
+            "ve",
+            "tsm",
+        ),
     ],
 )
-def test_train_records_sde_and_objective_and_sample_uses_them(
-    tmp_path, extra, sde_name, objective
-):
+def test_train_records_sde_and_objective_and_sample_uses_them(tmp_path, extra, sde_name, objective):
     out = tmp_path / "run"
     data = "ring" if objective != "tsm" else str(tmp_path / "dw.npy")
     if objective == "tsm":
@@ -61,16 +95,41 @@ def test_train_records_sde_and_objective_and_sample_uses_them(
         assert run.schedule == SubVPSDE(beta_max=10.0)
         assert cfg["score"]["variance_reduced"] is False and cfg["score"]["probes"] == 2
     for sampler in ("ddim", "euler-maruyama"):
-        assert main(["sample", str(out), "--n", "50", "--steps", "10", "--sampler", sampler,
-                     "--out", str(out / "s.npy")]) == 0
+        assert (
+            main(
+                [
+                    "sample",
+                    str(out),
+                    "--n",
+                    "50",
+                    "--steps",
+                    "10",
+                    "--sampler",
+                    sampler,
+                    "--out",
+                    str(out / "s.npy"),
+                ]
+            )
+            == 0
+        )
         x = np.load(out / "s.npy")
         assert x.shape == (50, 2) and np.isfinite(x).all()
 
 
 def test_tsm_without_data_draws_langevin_samples_and_reports_mixing(tmp_path, capsys):
     out = tmp_path / "dw"
-    argv = ["train", "--objective", "tsm", "--target", "scorelab.examples.double_well:score",
-            "--langevin-steps", "100", *TINY, "--out", str(out)]
+    argv = [
+        "train",
+        "--objective",
+        "tsm",
+        "--target",
+        "scorelab.examples.double_well:score",
+        "--langevin-steps",
+        "100",
+        *TINY,
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert "R-hat" in stdout and "weights of well-separated modes wrong" in stdout
@@ -92,14 +151,32 @@ def test_help_warns_about_langevin_and_ism_cost(capsys):
 
 def test_load_run_rebuilds_the_ve_sde(tmp_path):
     out = tmp_path / "ve"
-    assert main(["train", "--data", "moons", "--objective", "dsm", "--sde", "ve",
-                 "--sde-param", "sigma_max=20", *TINY, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "moons",
+                "--objective",
+                "dsm",
+                "--sde",
+                "ve",
+                "--sde-param",
+                "sigma_max=20",
+                *TINY,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert load_run(out).schedule == VESDE(sigma_max=20.0)
 
 
 @pytest.fixture
 def user_module(tmp_path, monkeypatch):
-    (tmp_path / "my_targets.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_targets.py").write_text(
+        textwrap.dedent("""
         import torch
         def wrong_shape(x):
             return x[:, 0]
@@ -107,7 +184,8 @@ def user_module(tmp_path, monkeypatch):
             return x * float("nan")
         def raises(x):
             raise RuntimeError("boom")
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "my_targets"
     sys.modules.pop("my_targets", None)
@@ -126,19 +204,34 @@ def user_module(tmp_path, monkeypatch):
         (["--data", "ring", "--objective", "dsm", "--target", "a:b"], "only by --objective tsm"),
         (["--objective", "dsm"], "--data is required"),
         (["--objective", "tsm", "--target", "no_such_module_xyz:f"], "cannot import module"),
-        (["--objective", "tsm", "--target", "scorelab.examples.double_well:nope"],
-         "has no function 'nope'"),
+        (
+            ["--objective", "tsm", "--target", "scorelab.examples.double_well:nope"],
+            "has no function 'nope'",
+        ),
         (["--objective", "tsm", "--target", "justaname"], "module:function"),
         (["--objective", "tsm", "--target", "my_targets:wrong_shape"], "must return the input's"),
         (["--objective", "tsm", "--target", "my_targets:not_finite"], "non-finite"),
         (["--objective", "tsm", "--target", "my_targets:raises"], "failed on input"),
-        (["--data", "ring", "--objective", "dsm", "--sde", "ve", "--sde-param", "sigma_max"],
-         "KEY=NUMBER"),
-        (["--data", "ring", "--objective", "dsm", "--sde", "ve", "--sde-param", "beta_max=3"],
-         "bad parameters for sde 've'"),
+        (
+            ["--data", "ring", "--objective", "dsm", "--sde", "ve", "--sde-param", "sigma_max"],
+            "KEY=NUMBER",
+        ),
+        (
+            ["--data", "ring", "--objective", "dsm", "--sde", "ve", "--sde-param", "beta_max=3"],
+            "bad parameters for sde 've'",
+        ),
         (["--data", "ring", "--objective", "dsm", "--sde-param", "beta_max=3"], "needs --sde"),
-        (["--objective", "tsm", "--target", "scorelab.examples.double_well:score",
-          "--langevin-step-size", "5"], "Langevin diverged"),
+        (
+            [
+                "--objective",
+                "tsm",
+                "--target",
+                "scorelab.examples.double_well:score",
+                "--langevin-step-size",
+                "5",
+            ],
+            "Langevin diverged",
+        ),
     ],
 )
 def test_bad_score_flags_give_one_line_errors(argv, pattern, tmp_path, capsys, user_module):

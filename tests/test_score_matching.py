@@ -51,8 +51,9 @@ def test_ism_is_esm_minus_half_the_fisher_information(seed):
     c = M @ mu + b - P @ mu
     esm_exact = 0.5 * (torch.trace(M @ torch.diag(var) @ M.T) + c @ c)
     fisher = float((1 / var).sum())
-    x = mu + var.sqrt() * torch.randn(40_000, D, generator=torch.Generator().manual_seed(seed),
-                                      dtype=torch.float64)
+    x = mu + var.sqrt() * torch.randn(
+        40_000, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     ism = ism_loss(s, x).detach()
     assert _within(ism, float(esm_exact) - 0.5 * fisher)
     # and the per-example esm_loss agrees with the closed form too
@@ -69,8 +70,14 @@ def test_ssm_mean_equals_ism(distribution, variance_reduced, probes):
     s, _, _ = _linear_score(3)
     g = torch.Generator().manual_seed(7)
     x = mu + var.sqrt() * torch.randn(20_000, D, generator=g, dtype=torch.float64)
-    ssm = ssm_loss(s, x, probes=probes, distribution=distribution,
-                   variance_reduced=variance_reduced, generator=g).detach()
+    ssm = ssm_loss(
+        s,
+        x,
+        probes=probes,
+        distribution=distribution,
+        variance_reduced=variance_reduced,
+        generator=g,
+    ).detach()
     ism = ism_loss(s, x).detach()
     assert _within(ssm - ism)
     if variance_reduced and distribution == "rademacher":
@@ -104,8 +111,9 @@ def test_objectives_differ_from_esm_by_a_theta_free_constant(objective, sde, mix
 
     def loss(s):
         g = torch.Generator().manual_seed(5)
-        return score_matching_loss(objective, s, x0, sde=sde, weighting="none",
-                                   clean_score=clean, generator=g, t=t).detach()
+        return score_matching_loss(
+            objective, s, x0, sde=sde, weighting="none", clean_score=clean, generator=g, t=t
+        ).detach()
 
     def esm(s):
         g = torch.Generator().manual_seed(5)
@@ -149,8 +157,9 @@ def _train(objective: str, sde, mixture, *, steps: int, seed: int = 0, **options
     for _ in range(steps):
         x0, _ = mixture.sample(256, generator=g)
         x0 = x0.float()
-        loss = score_matching_loss(objective, score_fn, x0, sde=sde, generator=g,
-                                   clean_score=mixture.score, **options).mean()
+        loss = score_matching_loss(
+            objective, score_fn, x0, sde=sde, generator=g, clean_score=mixture.score, **options
+        ).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -171,8 +180,9 @@ def _score_error(score_fn, sde, mixture) -> float:
 
 @pytest.fixture
 def easy_mixture():
-    return GaussianMixture(torch.tensor([0.6, 0.4]), torch.tensor([[-1.0, 0.5], [1.0, -0.5]]),
-                           torch.tensor([0.2, 0.3]))
+    return GaussianMixture(
+        torch.tensor([0.6, 0.4]), torch.tensor([[-1.0, 0.5], [1.0, -0.5]]), torch.tensor([0.2, 0.3])
+    )
 
 
 # bounds: the measured eps errors (torch 2.x, CPU, these seeds) times about 2.5; an untrained
@@ -184,8 +194,9 @@ TRAINED = [
 ]
 
 
-@pytest.mark.parametrize("objective,sde,options,bound", TRAINED,
-                         ids=[f"{o}-{s.name}" for o, s, _, _ in TRAINED])
+@pytest.mark.parametrize(
+    "objective,sde,options,bound", TRAINED, ids=[f"{o}-{s.name}" for o, s, _, _ in TRAINED]
+)
 def test_training_recovers_the_analytic_score(objective, sde, options, bound, easy_mixture):
     """A 2-block MLP (width 64), 300 Adam steps of batch 256, reaches
     E_t sigma_t² ‖s_theta − ∇log p_t‖² below the bound."""
@@ -225,8 +236,14 @@ def test_losses_are_per_example_on_images(objective):
     x0 = torch.randn(6, 1, 4, 4)
     w = torch.tensor(0.5, requires_grad=True)
     s = lambda x, t: -w * x  # noqa: E731
-    loss = score_matching_loss(objective, s, x0, sde=VPSDE(), clean_score=lambda x: -x,
-                               generator=torch.Generator().manual_seed(0))
+    loss = score_matching_loss(
+        objective,
+        s,
+        x0,
+        sde=VPSDE(),
+        clean_score=lambda x: -x,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert loss.shape == (6,) and torch.isfinite(loss).all()
     loss.mean().backward()
     assert w.grad is not None and torch.isfinite(w.grad)

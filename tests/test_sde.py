@@ -31,8 +31,10 @@ def test_marginal_matches_simulated_forward_sde(sde, generator):
     for i in range(steps):
         t = torch.full((n,), (i + 0.5) * h, dtype=torch.float64)  # midpoint: O(h^2) bias
         g = append_dims(sde.diffusion(t), 2)
-        x = x + h * sde.drift(x, t) + math.sqrt(h) * g * torch.randn(
-            x.shape, generator=generator, dtype=torch.float64
+        x = (
+            x
+            + h * sde.drift(x, t)
+            + math.sqrt(h) * g * torch.randn(x.shape, generator=generator, dtype=torch.float64)
         )
         if i + 1 in checks:
             tt = torch.tensor([checks[i + 1]], dtype=torch.float64)
@@ -55,8 +57,10 @@ def test_vp_marginal_is_the_limit_of_ddpm(N):
     t = i / N
     exact = 2 * torch.log(sde.mean_coeff(t))
     gap = float((log_ab - exact).abs().max())
-    bound = ((sde.beta_max**3 - sde.beta_min**3) / (6 * (sde.beta_max - sde.beta_min))
-             + (sde.beta_max - sde.beta_min) / 2) / N
+    bound = (
+        (sde.beta_max**3 - sde.beta_min**3) / (6 * (sde.beta_max - sde.beta_min))
+        + (sde.beta_max - sde.beta_min) / 2
+    ) / N
     assert 0.5 * bound < gap < 1.2 * bound
 
 
@@ -149,7 +153,12 @@ def test_samplers_recover_mixture_moments_on_every_sde(sde, sampler, steps, mixt
     n = 4000
     eps_fn = mixture_2d.eps_fn(sde)
     out = sample(
-        eps_fn, (n, 2), sde, sampler, steps, generator=torch.Generator().manual_seed(3),
+        eps_fn,
+        (n, 2),
+        sde,
+        sampler,
+        steps,
+        generator=torch.Generator().manual_seed(3),
         dtype=torch.float64,
     ).x
     x0, _ = mixture_2d.sample(200_000, generator=torch.Generator().manual_seed(4))

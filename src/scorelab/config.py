@@ -53,10 +53,14 @@ class ScoreConfig:
         from scorelab.objectives import WEIGHTINGS
 
         checks = [
-            (self.prediction in ("eps", "x0", "score"),
-             f"--prediction must be eps, x0 or score, got {self.prediction!r}"),
-            (self.weighting in WEIGHTINGS,
-             f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}"),
+            (
+                self.prediction in ("eps", "x0", "score"),
+                f"--prediction must be eps, x0 or score, got {self.prediction!r}",
+            ),
+            (
+                self.weighting in WEIGHTINGS,
+                f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}",
+            ),
             (self.probes >= 1, f"--probes must be >= 1, got {self.probes}"),
             (self.probe in PROBES, f"--probe must be one of {', '.join(PROBES)}"),
             (self.langevin_steps >= 4, "--langevin-steps must be >= 4"),

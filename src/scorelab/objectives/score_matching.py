@@ -57,8 +57,11 @@ def ssm_loss(
     if probes < 1:
         raise ScorelabError(f"probes must be >= 1, got {probes}")
     v = sample_probes(
-        (probes, *x.shape), distribution=distribution, generator=generator,
-        dtype=x.dtype, device=x.device,
+        (probes, *x.shape),
+        distribution=distribution,
+        generator=generator,
+        dtype=x.dtype,
+        device=x.device,
     )
     s, div = divergence_hutchinson(score_fn, x, v=v, create_graph=True)
     if variance_reduced:  # E_v[(vᵀs)²] = ‖s‖² in closed form
@@ -128,8 +131,12 @@ def score_matching_loss(
     if objective == "ism":
         return lam * ism_loss(fn, x_t)
     return lam * ssm_loss(
-        fn, x_t, probes=probes, distribution=distribution,
-        variance_reduced=variance_reduced, generator=generator,
+        fn,
+        x_t,
+        probes=probes,
+        distribution=distribution,
+        variance_reduced=variance_reduced,
+        generator=generator,
     )
 
 
