@@ -63,7 +63,7 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
     from scorelab.config import RunConfig
 
     d = RunConfig()
-    t, m = d.train, d.model
+    t, m, sc = d.train, d.model, d.score
     return [
         (
             "--data",
@@ -82,8 +82,76 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
             "--objective",
             "objective",
             str,
-            "what the network predicts and regresses: eps "
-            "(L_simple, Algorithm 1), x0 (the denoiser, seed 002) or v (default: eps)",
+            "eps, x0 or v: what the network predicts and regresses on the discrete "
+            "--schedule (L_simple, Algorithm 1; x0 is the denoiser of seed 002). Score "
+            "matching on an --sde (VP unless given): dsm (denoising, weighted by --weighting), "
+            "ism (implicit, Hyvarinen 2005: exact divergence by autograd, one backward pass "
+            "per dimension, so for low dimension only), ssm (sliced: --probes random "
+            "projections, variance-reduced), tsm (target score matching: needs --target, the "
+            "known clean score) (default: eps)",
+        ),
+        (
+            "--sde",
+            "sde.name",
+            str,
+            "train in continuous time t in [0, 1] on this SDE: vp (beta 0.1..20), subvp, "
+            "ve (sigma 0.01..50); needs a score objective (default with one: vp; ve for tsm)",
+        ),
+        (
+            "--prediction",
+            "score.prediction",
+            str,
+            f"score objectives: what the network outputs, converted exactly to the score "
+            f"(default: {sc.prediction})",
+        ),
+        (
+            "--weighting",
+            "score.weighting",
+            str,
+            "score objectives: lambda(t), sigma2 (sigma_t^2), likelihood (g(t)^2) or none "
+            f"(default: {sc.weighting})",
+        ),
+        (
+            "--probes",
+            "score.probes",
+            _positive_int,
+            f"ssm: random projections per example (default: {sc.probes})",
+        ),
+        (
+            "--probe",
+            "score.probe",
+            str,
+            f"ssm: projection distribution (default: {sc.probe})",
+        ),
+        (
+            "--target",
+            "score.target",
+            str,
+            "tsm: module:function on the Python path, taking (n, d) points and returning "
+            "grad log p_0 there, e.g. scorelab.examples.double_well:score. Without --data the "
+            "training samples are first drawn by unadjusted Langevin dynamics on that score "
+            "and the run reports how well the chains mixed; Langevin alone can get the "
+            "weights of well-separated modes wrong (chains rarely cross between modes: the "
+            "motivation of annealed Langevin)",
+        ),
+        (
+            "--langevin-steps",
+            "score.langevin_steps",
+            _positive_int,
+            f"tsm without --data: Langevin steps per chain (default: {sc.langevin_steps})",
+        ),
+        (
+            "--langevin-step-size",
+            "score.langevin_step_size",
+            _positive_float,
+            f"tsm without --data: Langevin step size (default: {sc.langevin_step_size})",
+        ),
+        (
+            "--dim",
+            "model.dim",
+            _positive_int,
+            "tsm without --data: dimension of the target's samples (otherwise the data's; "
+            f"default: {m.dim})",
         ),
         (
             "--schedule",
@@ -157,7 +225,8 @@ def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a diffusion model into a run directory",
-        description="Train a DDPM (Algorithm 1 of Ho et al. 2020) on a dataset. The run "
+        description="Train a DDPM (Algorithm 1 of Ho et al. 2020) on a dataset, or a "
+        "continuous-time score model on an --sde with a score-matching --objective. The run "
         "directory gets config.json, checkpoints (safetensors), metrics.csv and loss.png.",
     )
     for flag, key, typ, help_ in _train_flags():
@@ -168,6 +237,20 @@ def _add_train(sub) -> None:
         action="store_true",
         help="continue the run in --out exactly "
         "where its last checkpoint stopped (flags other than --steps must match)",
+    )
+    p.add_argument(
+        "--ssm-plain",
+        action="store_true",
+        help="ssm: the plain form ½(vᵀs)² + vᵀ(∂s/∂x)v instead of the variance-reduced "
+        "½‖s‖² + vᵀ(∂s/∂x)v",
+    )
+    p.add_argument(
+        "--sde-param",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="an SDE parameter, repeatable: beta_min, beta_max (vp, subvp), sigma_min, "
+        "sigma_max (ve)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -283,13 +366,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {
         key: getattr(args, key) for _, key, _, _ in _train_flags() if getattr(args, key) is not None
     }
+    _sde_overrides(args, overrides)
+    if args.ssm_plain:
+        overrides["score.variance_reduced"] = False
     if args.resume:
         result = train(
             RunConfig(), args.out, resume_overrides=overrides, progress=not args.no_progress
         )
     else:
         if "data" not in overrides:
-            raise ScorelabError("--data is required for a new run")
+            if overrides.get("objective") != "tsm":
+                raise ScorelabError("--data is required for a new run")
+            overrides["data"] = None  # tsm: Langevin samples of the --target score
         cfg = apply_overrides(RunConfig(), overrides)
         result = train(cfg, args.out, progress=not args.no_progress)
     loss_curve(args.out / "metrics.csv", args.out / "loss.png")
@@ -299,6 +387,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result.checkpoint}"
     )
     return 0
+
+
+def _sde_overrides(args: argparse.Namespace, overrides: dict) -> None:
+    """--sde and --sde-param KEY=VALUE become the config's sde = {name, params}."""
+    name = overrides.pop("sde.name", None)
+    if args.sde_param and name is None:
+        raise ScorelabError("--sde-param needs --sde")
+    if name is None:
+        return
+    params = {}
+    for item in args.sde_param or []:
+        key, sep, value = item.partition("=")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ScorelabError(f"--sde-param must look like KEY=NUMBER, got {item!r}")
+    overrides["sde"] = {"name": name, "params": params}
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

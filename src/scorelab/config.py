@@ -28,6 +28,50 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class SDEConfig:
+    """A continuous-time SDE (processes/sde.py): make_sde(name, **params)."""
+
+    name: str = "vp"
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Options of the score-matching objectives (dsm, ism, ssm, tsm) on an SDE."""
+
+    prediction: str = "eps"  # what the network outputs: eps, x0 or score
+    weighting: str = "sigma2"  # lambda(t): sigma2, likelihood (g^2) or none
+    probes: int = 1  # ssm: projections per example
+    probe: str = "rademacher"  # ssm: rademacher or gaussian
+    variance_reduced: bool = True  # ssm: ½‖s‖² in place of ½(vᵀs)²
+    target: str | None = None  # tsm: module:function giving grad log p_0
+    langevin_steps: int = 2000  # tsm without data: Langevin steps on the target score
+    langevin_step_size: float = 2e-3
+
+    def validate(self) -> None:
+        from scorelab.divergence import PROBES
+        from scorelab.objectives import WEIGHTINGS
+
+        checks = [
+            (
+                self.prediction in ("eps", "x0", "score"),
+                f"--prediction must be eps, x0 or score, got {self.prediction!r}",
+            ),
+            (
+                self.weighting in WEIGHTINGS,
+                f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}",
+            ),
+            (self.probes >= 1, f"--probes must be >= 1, got {self.probes}"),
+            (self.probe in PROBES, f"--probe must be one of {', '.join(PROBES)}"),
+            (self.langevin_steps >= 4, "--langevin-steps must be >= 4"),
+            (self.langevin_step_size > 0, "--langevin-step-size must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ScorelabError(message)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     steps: int = 5000
     batch_size: int = 512
@@ -68,6 +112,8 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     normalizer: dict[str, Any] | None = None
+    sde: SDEConfig | None = None  # None: the discrete schedule; else a continuous-time SDE
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,8 +121,16 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         try:
-            nested = {"model": ModelConfig, "schedule": ScheduleConfig, "train": TrainConfig}
-            kwargs = {k: nested[k](**v) if k in nested else v for k, v in d.items()}
+            nested = {
+                "model": ModelConfig,
+                "schedule": ScheduleConfig,
+                "train": TrainConfig,
+                "sde": SDEConfig,
+                "score": ScoreConfig,
+            }
+            kwargs = {
+                k: nested[k](**v) if k in nested and v is not None else v for k, v in d.items()
+            }
             return cls(**kwargs)
         except TypeError as e:
             raise CheckpointError(

@@ -79,16 +79,29 @@ class GaussianMixture:
         return (-(r * diff / var).sum(1)).reshape(x.shape).to(x.dtype)
 
     def score_fn(self, schedule: Schedule) -> ScoreFn:
-        """The exact noisy score as a score_fn(x, t) under schedule's marginals."""
-        return lambda x, t: self.score(x, schedule.alpha_bar(t).to(torch.float64))
+        """The exact noisy score as a score_fn(x, t) under schedule's marginals.
+
+        For an SDE (processes/sde.py) x_t = alpha_t x_0 + sigma_t eps is first mapped to the
+        VP view x~ = c x_t, c = input_scale(t), where grad_x log p_t(x) = c grad log p~(c x);
+        a DiscreteSchedule has c = 1.
+        """
+
+        def score_fn(x: Tensor, t: Tensor) -> Tensor:
+            c = schedule.input_scale(t).to(torch.float64).reshape((-1,) + (1,) * (x.ndim - 1))
+            ab = schedule.alpha_bar(t).to(torch.float64)
+            return (c * self.score(c * x.to(torch.float64), ab)).to(x.dtype)
+
+        return score_fn
 
     def eps_fn(self, schedule: Schedule) -> EpsFn:
-        """The exact optimal eps(x, t) = -sqrt(1 - alpha_bar_t) grad log p_t(x)."""
+        """The exact optimal eps(x, t) = -sigma_t grad log p_t(x) (the same in the VP view)."""
 
         def eps_fn(x: Tensor, t: Tensor) -> Tensor:
             ab = schedule.alpha_bar(t).to(torch.float64)
-            sigma = (1 - ab).sqrt().reshape((-1,) + (1,) * (x.ndim - 1))
-            return (-sigma * self.score(x.to(torch.float64), ab)).to(x.dtype)
+            shape = (-1,) + (1,) * (x.ndim - 1)
+            c = schedule.input_scale(t).to(torch.float64).reshape(shape)
+            sigma = (1 - ab).sqrt().reshape(shape)
+            return (-sigma * self.score(c * x.to(torch.float64), ab)).to(x.dtype)
 
         return eps_fn
 

@@ -19,16 +19,18 @@ from torch import Tensor, nn
 from scorelab.build import (
     build_data,
     build_eps_fn,
-    build_model,
-    build_schedule,
-    check_objective,
+    build_model_for,
+    build_process,
+    build_score_fn,
+    build_target,
     normalizer_of,
+    resolve_objective,
 )
 from scorelab.config import RunConfig, apply_overrides, config_differences
 from scorelab.data import Normalizer, check_array
 from scorelab.errors import CheckpointError, ScorelabError
-from scorelab.objectives import diffusion_loss
-from scorelab.processes import DiscreteSchedule
+from scorelab.objectives import diffusion_loss, score_matching_loss
+from scorelab.processes import SDE, DiscreteSchedule
 from scorelab.samplers import SampleResult, sample
 from scorelab.training.checkpoint import (
     CHECKPOINT,
@@ -40,6 +42,7 @@ from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import EpsFn
 
 CONFIG = "config.json"
+LANGEVIN_SAMPLES = "langevin_samples.npy"  # tsm without --data: the samples trained on
 # keys a resumed run may change: the total step count and how often it logs/saves
 RESUMABLE_KEYS = ("train.steps", "train.ckpt_every", "train.log_every")
 
@@ -91,22 +94,22 @@ def train(
     elif checkpoint.is_file():
         raise ScorelabError(f"{out} already holds a run; pass --resume or choose another --out")
     _prepare_dir(out)
-    check_objective(cfg.objective)
+    cfg = resolve_objective(cfg)
     cfg.train.validate()
+    target = build_target(cfg) if cfg.objective == "tsm" else None
+    if cfg.data is None:
+        if target is None:
+            raise ScorelabError("--data is required (only --objective tsm can do without it)")
+        cfg = cfg.replace(data=str(_langevin_data(cfg, target, out, log)))
     data = check_array(build_data(cfg), cfg.data)
     if cfg.normalizer is None:
         cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
     if cfg.model.dim != data.shape[1]:
         cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=data.shape[1]))
-    schedule = build_schedule(cfg.schedule)
+    process = build_process(cfg)
     torch.manual_seed(cfg.train.seed)  # the initial weights
-    model = build_model(cfg.model, schedule.T)
-    prediction = cfg.objective
-
-    def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
-        return diffusion_loss(
-            net, x0, schedule=schedule, prediction=prediction, generator=generator
-        )
+    model = build_model_for(cfg, process)
+    loss_fn = _loss_fn(cfg, process, target)
 
     trainer = Trainer(
         model,
@@ -126,14 +129,74 @@ def train(
     return trainer.fit()
 
 
+def _loss_fn(cfg: RunConfig, process, target) -> Callable[..., Tensor]:
+    """loss_fn(net, x0, generator) -> (B,): diffusion_loss on a schedule, score matching on an
+    SDE. Data are normalized, x' = (x - shift) / scale, so the clean score there is
+    scale * grad log p_0(decode(x'))."""
+    if cfg.sde is None:
+        prediction = cfg.objective
+
+        def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
+            return diffusion_loss(
+                net, x0, schedule=process, prediction=prediction, generator=generator
+            )
+
+        return loss_fn
+    clean = None
+    if target is not None:
+        norm = normalizer_of(cfg)
+        clean = lambda x0: norm.scale * target(norm.decode(x0))  # noqa: E731
+    opts = cfg.score
+
+    def score_loss(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
+        return score_matching_loss(
+            cfg.objective,
+            build_score_fn(net, cfg, process),
+            x0,
+            sde=process,
+            weighting=opts.weighting,
+            clean_score=clean,
+            probes=opts.probes,
+            distribution=opts.probe,
+            variance_reduced=opts.variance_reduced,
+            generator=generator,
+        )
+
+    return score_loss
+
+
+def _langevin_data(cfg: RunConfig, target, out: Path, log: Callable[[str], None]) -> Path:
+    """Draw cfg.n_data samples by Langevin on the target score into out/LANGEVIN_SAMPLES."""
+    import numpy as np
+
+    from scorelab.targets import langevin_samples
+
+    result = langevin_samples(
+        target,
+        cfg.n_data,
+        cfg.model.dim,
+        steps=cfg.score.langevin_steps,
+        step_size=cfg.score.langevin_step_size,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    log(result.report())
+    path = out / LANGEVIN_SAMPLES
+    tmp = out / f".{LANGEVIN_SAMPLES}.tmp.npy"
+    np.save(tmp, result.x.numpy())
+    tmp.replace(path)
+    atomic_write_bytes(out / "langevin.txt", (result.report() + "\n").encode())
+    return path
+
+
 @dataclass
 class Run:
-    """A trained run loaded back: config, EMA (or raw) network, schedule, normalizer."""
+    """A trained run loaded back: config, EMA (or raw) network, process (a DiscreteSchedule or
+    the run's SDE), normalizer."""
 
     run_dir: Path
     config: RunConfig
     model: nn.Module
-    schedule: DiscreteSchedule
+    schedule: DiscreteSchedule | SDE
     normalizer: Normalizer
     step: int
 
@@ -183,8 +246,8 @@ def load_run(run_dir: Path | str, *, weights: str = "ema") -> Run:
     prefix = "ema/" if weights == "ema" else "model/"
     tensors, meta = read_checkpoint(run_dir / CHECKPOINT, prefixes=(prefix,))
     cfg = RunConfig.from_dict(meta["config"])
-    schedule = build_schedule(cfg.schedule)
-    model = build_model(cfg.model, schedule.T)
+    schedule = build_process(cfg)
+    model = build_model_for(cfg, schedule)
     state = {k[len(prefix) :]: v for k, v in tensors.items()}
     load_state_dict_checked(model, state, f"the {weights} weights in {run_dir / CHECKPOINT}")
     model.eval()

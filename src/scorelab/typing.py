@@ -32,7 +32,8 @@ class Schedule(Protocol):
     """A variance-preserving noise process: everything follows from alpha_bar(t).
 
     The samplers use these methods and nothing else; beta_rate is -d log alpha_bar / dt and
-    time_at_log_snr inverts log_snr = log(alpha_bar / (1 - alpha_bar)).
+    time_at_log_snr inverts log_snr = log(alpha_bar / (1 - alpha_bar)). DiscreteSchedule and
+    the SDEs of processes/sde.py (through their VP view) implement it.
     """
 
     @property
@@ -52,6 +53,16 @@ class Schedule(Protocol):
     def beta_rate(self, t: Tensor) -> Tensor: ...
 
     def timesteps(self, steps: int | None = None) -> Tensor: ...
+
+    def input_scale(self, t: Tensor) -> Tensor:
+        """x~ = input_scale(t) x_t is the VP view samplers integrate (1 for a DDPM schedule)."""
+        ...
+
+    @property
+    def default_steps(self) -> int: ...
+
+    @property
+    def sampling_t_min(self) -> float | None: ...
 
 
 class ClassifierFn(Protocol):

@@ -69,10 +69,12 @@ def loss_curve(metrics_csv: Path, path: Path) -> Path:
         rows = list(csv.DictReader(f))
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [float(r["loss"]) for r in rows], lw=1, label="loss")
+    losses = [float(r["loss"]) for r in rows]
+    ax.plot(steps, losses, lw=1, label="loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    if losses and min(losses) > 0:  # ism and ssm losses are bounded below but may be negative
+        ax.set_yscale("log")
     ax2 = ax.twinx()
     ax2.plot(steps, [float(r["lr"]) for r in rows], lw=1, color="tab:gray", ls="--")
     ax2.set_ylabel("learning rate", color="tab:gray")

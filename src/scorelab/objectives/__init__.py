@@ -1,7 +1,29 @@
 """Losses: pure functions returning one value per example, shape (B,)."""
 
 from scorelab.objectives.denoising import diffusion_loss, sample_timesteps
+from scorelab.objectives.score_matching import (
+    SCORE_OBJECTIVES,
+    WEIGHTINGS,
+    esm_loss,
+    ism_loss,
+    score_matching_loss,
+    ssm_loss,
+)
 
-OBJECTIVES: tuple[str, ...] = ("eps", "x0", "v")
+# eps, x0, v: the discrete schedule's denoising loss (diffusion_loss), named by what the
+# network predicts; dsm, ism, ssm, tsm: score matching on an SDE (score_matching_loss).
+DENOISING_OBJECTIVES: tuple[str, ...] = ("eps", "x0", "v")
+OBJECTIVES: tuple[str, ...] = DENOISING_OBJECTIVES + SCORE_OBJECTIVES
 
-__all__ = ["OBJECTIVES", "diffusion_loss", "sample_timesteps"]
+__all__ = [
+    "DENOISING_OBJECTIVES",
+    "OBJECTIVES",
+    "SCORE_OBJECTIVES",
+    "WEIGHTINGS",
+    "diffusion_loss",
+    "esm_loss",
+    "ism_loss",
+    "sample_timesteps",
+    "score_matching_loss",
+    "ssm_loss",
+]

@@ -21,14 +21,23 @@ from scorelab.processes.parameterization import (
     from_denoiser,
     from_eps,
     from_score,
+    preconditioned,
     score_from_eps,
     target,
     to_eps,
 )
 from scorelab.processes.schedules import SCHEDULES, DiscreteSchedule, make_schedule
+from scorelab.processes.sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, make_sde
 
 __all__ = [
     "SCHEDULES",
+    "SDE",
+    "SDES",
+    "VESDE",
+    "VPSDE",
+    "SubVPSDE",
+    "make_sde",
+    "preconditioned",
     "VARIANCES",
     "DiscreteSchedule",
     "Gaussian",

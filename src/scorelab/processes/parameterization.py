@@ -5,6 +5,9 @@ With a = sqrt(alpha_bar_t) and sigma = sqrt(1 - alpha_bar_t) (so a^2 + sigma^2 =
   eps   = (x_t - a x0) / sigma
   v     = a eps - sigma x0                 (Salimans & Ho 2022)
   score = -eps / sigma                     (grad log p_t; seed 000)
+An SDE's x_t = alpha_t x_0 + sigma_t eps (processes/sde.py) is converted in its VP view
+x~ = c x_t, c = input_scale(t) = 1 / sqrt(alpha_t^2 + sigma_t^2); there a = sqrt(alpha_bar_eq),
+eps and x0 are unchanged and grad_x log p_t = c grad_x~ log p~_t = -eps / sigma_t.
 Every conversion goes through eps; adapters turn any of these functions into an eps_fn.
 alpha_bar is a (B,) tensor, or a Python float when one time holds for the whole batch.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from scorelab._tensor import append_dims
@@ -28,8 +32,10 @@ def _check(kind: str) -> None:
 def _a_sigma(alpha_bar: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor] | tuple[float, float]:
     if isinstance(alpha_bar, float):  # one time for the whole batch, as samplers step
         return math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
-    alpha_bar = append_dims(alpha_bar.to(x.dtype), x.ndim)
-    return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    # in the wider of the two dtypes, then cast: an SDE's alpha_bar near t = 0 is 1 - 2e-8,
+    # which float32 would round to 1 (sigma = 0)
+    alpha_bar = append_dims(alpha_bar.to(torch.promote_types(alpha_bar.dtype, x.dtype)), x.ndim)
+    return alpha_bar.sqrt().to(x.dtype), (1 - alpha_bar).sqrt().to(x.dtype)
 
 
 def to_eps(pred: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor | float) -> Tensor:
@@ -72,16 +78,39 @@ def target(kind: Prediction, x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tens
     return from_eps(eps, kind, a * x0 + sigma * eps, alpha_bar)
 
 
+def _scale(schedule: Schedule, t: Tensor, x: Tensor) -> Tensor:
+    """c = input_scale(t): x~ = c x_t is the VP view of an SDE's x_t (1 for a DDPM schedule)."""
+    return append_dims(schedule.input_scale(t).to(x.dtype), x.ndim)
+
+
 def as_eps_fn(model_fn: ModelFn, schedule: Schedule, prediction: Prediction = "eps") -> EpsFn:
-    """Wrap a function predicting eps, x0, v or the score as an eps_fn(x, t)."""
+    """Wrap a function predicting eps, x0, v or the score as an eps_fn(x, t).
+
+    For an SDE the conversion runs in the VP view x~ = c x (eps and x0 are the same there, v is
+    defined there); a score prediction is grad_x log p_t, which is c grad_x~ log p~_t.
+    """
     _check(prediction)
     if prediction == "eps":
         return model_fn
 
     def eps_fn(x: Tensor, t: Tensor) -> Tensor:
-        return to_eps(model_fn(x, t), prediction, x, schedule.alpha_bar(t))
+        pred, alpha_bar = model_fn(x, t), schedule.alpha_bar(t)
+        if prediction == "score":
+            c = _scale(schedule, t, x)
+            return to_eps(pred / c, prediction, c * x, alpha_bar)
+        return to_eps(pred, prediction, _scale(schedule, t, x) * x, alpha_bar)
 
     return eps_fn
+
+
+def preconditioned(net: ModelFn, schedule: Schedule) -> ModelFn:
+    """The network fed x~ = input_scale(t) x and noise_label(t) (t, or log sigma_t for VE):
+    well-scaled inputs on every SDE (EDM's c_in and c_noise)."""
+
+    def model_fn(x: Tensor, t: Tensor) -> Tensor:
+        return net(_scale(schedule, t, x) * x, schedule.noise_label(t).to(t.dtype))
+
+    return model_fn
 
 
 def from_score(score_fn: ScoreFn, schedule: Schedule) -> EpsFn:
@@ -98,7 +127,8 @@ def score_from_eps(eps_fn: EpsFn, schedule: Schedule) -> ScoreFn:
     """score_fn from an eps_fn: score = -eps / sigma_t."""
 
     def score_fn(x: Tensor, t: Tensor) -> Tensor:
-        return from_eps(eps_fn(x, t), "score", x, schedule.alpha_bar(t))
+        c = _scale(schedule, t, x)  # grad_x = c grad_x~ (1 for a DDPM schedule)
+        return c * from_eps(eps_fn(x, t), "score", c * x, schedule.alpha_bar(t))
 
     return score_fn
 
@@ -107,7 +137,7 @@ def denoiser_from_eps(eps_fn: EpsFn, schedule: Schedule) -> ModelFn:
     """D_t from an eps_fn: x0 = (x - sigma_t eps) / sqrt(alpha_bar_t)."""
 
     def denoiser(x: Tensor, t: Tensor) -> Tensor:
-        return from_eps(eps_fn(x, t), "x0", x, schedule.alpha_bar(t))
+        return from_eps(eps_fn(x, t), "x0", _scale(schedule, t, x) * x, schedule.alpha_bar(t))
 
     return denoiser
 
@@ -119,6 +149,7 @@ __all__ = [
     "from_denoiser",
     "from_eps",
     "from_score",
+    "preconditioned",
     "score_from_eps",
     "target",
     "to_eps",

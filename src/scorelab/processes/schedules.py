@@ -119,6 +119,22 @@ class DiscreteSchedule:
         """The name and parameters that make_schedule rebuilds this schedule from."""
         return {"name": self.name, **self.params}
 
+    # -- what samplers.sample asks of every process (the SDEs of processes/sde.py too) --------
+    def input_scale(self, t: Tensor | float) -> Tensor:
+        """1 / sqrt(a_t^2 + sigma_t^2) = 1: a VP process needs no rescaling (see sde.py)."""
+        t = torch.as_tensor(t)
+        return torch.ones_like(t, dtype=t.dtype if t.is_floating_point() else torch.float32)
+
+    @property
+    def default_steps(self) -> int:
+        """Sampling grid intervals when none are given: every step."""
+        return self.T
+
+    @property
+    def sampling_t_min(self) -> float | None:
+        """The last positive grid time when none is given (None: each spacing's own default)."""
+        return None
+
 
 def _is_broadcast(t: Tensor) -> bool:
     """A (B,) tensor that is one value expanded over the batch (stride 0), as samplers pass."""

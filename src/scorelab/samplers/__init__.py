@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scorelab._tensor import randn
+from scorelab._tensor import append_dims, batch_times, randn
 from scorelab.errors import ScorelabError
 from scorelab.samplers.ancestral import sample_ddpm, sample_ddpm_score
 from scorelab.samplers.continuous import (
@@ -148,20 +148,33 @@ def sample(
     if sampler not in SAMPLERS:
         raise ScorelabError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
     spacing = SAMPLER_INFO[sampler].spacing if spacing is None else spacing
-    timesteps = make_timesteps(schedule, steps or schedule.T, spacing, t_min=t_min)
-    x = randn(tuple(shape), generator=generator, dtype=dtype, device=device) if x_T is None else x_T
+    t_min = schedule.sampling_t_min if t_min is None else t_min
+    timesteps = make_timesteps(schedule, steps or schedule.default_steps, spacing, t_min=t_min)
+    # Samplers integrate x~ = input_scale(t) x_t, a VP process for every SDE (sde.py); for a
+    # DiscreteSchedule the scale is 1 and these maps are exact identities.
+    scale = schedule.input_scale
+
+    def to_x(x_tilde: Tensor, t: Tensor | float) -> Tensor:
+        s = scale(batch_times(t, x_tilde)).to(x_tilde.dtype)
+        return x_tilde / append_dims(s, x_tilde.ndim)
+
+    if x_T is None:
+        x = randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    else:
+        x = x_T * append_dims(scale(batch_times(timesteps[0], x_T)).to(x_T.dtype), x_T.ndim)
     nfe = 0
 
     def counted(x: Tensor, t: Tensor) -> Tensor:
         nonlocal nfe
         nfe += 1
-        return eps_fn(x, t)
+        return eps_fn(to_x(x, t), t)
 
     trajectory: list[tuple[float, Tensor]] | None = None
     if record_trajectory:
-        trajectory = [(float(timesteps[0]), x.detach().cpu())]
+        trajectory = [(float(timesteps[0]), to_x(x, timesteps[0]).detach().cpu())]
 
     def on_step(i: int, t: Tensor, x_t: Tensor, x0: Tensor) -> None:
+        x_t = to_x(x_t, t)
         if trajectory is not None:
             trajectory.append((float(t.flatten()[0]), x_t.detach().cpu()))
         if callback is not None:
@@ -170,7 +183,9 @@ def sample(
     out = SAMPLERS[sampler](
         counted, x, schedule, timesteps, generator=generator, callback=on_step, **options
     )
-    return SampleResult(out, nfe, trajectory)
+    # samplers end at t = 0, where every scale is 1 (Langevin stops at the last positive
+    # level, where the scale is 1 - O(sigma_t^2 + 1 - alpha_t^2): ~1e-8 VE, ~5e-5 sub-VP)
+    return SampleResult(to_x(out, timesteps[-1]), nfe, trajectory)
 
 
 __all__ = [

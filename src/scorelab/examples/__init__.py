@@ -1,0 +1,1 @@
+"""Example targets for `scorelab train --objective tsm --target module:function`."""

@@ -1,0 +1,334 @@
+"""Continuous-time SDEs on t in [0, 1]: VP, sub-VP and VE (Song et al. 2021, appendix B).
+
+Each is linear, dx = f(t) x dt + g(t) dW, so its marginal is Gaussian:
+  q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I),  d log alpha_t / dt = f(t),
+  d sigma_t^2 / dt = 2 f(t) sigma_t^2 + g(t)^2.
+  VP:     f = -beta(t)/2, g^2 = beta(t),                   alpha = e^{-B/2}, sigma^2 = 1 - e^{-B}
+  sub-VP: f = -beta(t)/2, g^2 = beta(t) (1 - e^{-2B}),     alpha = e^{-B/2}, sigma = 1 - e^{-B}
+  VE:     f = 0, g^2 = d sigma^2/dt, sigma_t^2 = sigma_min^2 ((sigma_max/sigma_min)^{2t} - 1)
+with beta(t) = beta_min + t (beta_max - beta_min) and B(t) = int_0^t beta. VE's sigma_t is the
+exact std of x_t - x_0 (it is 0 at t = 0), not score_sde's sigma_min (sigma_max/sigma_min)^t.
+Reverse SDE: dx = [f x - g^2 score] dt + g dW-bar; PF-ODE: dx/dt = f x - g^2 score / 2.
+
+The VP-equivalent view. In x~ = x_t / sqrt(alpha_t^2 + sigma_t^2) every such process is a VP
+process with alpha_bar_eq = alpha_t^2 / (alpha_t^2 + sigma_t^2): the same log-SNR
+2 log(alpha_t / sigma_t), the same eps. So every SDE also offers the schedule interface the
+samplers use (alpha_bar, log_alpha_bar, log_snr, time_at_log_snr, beta_rate, timesteps) and
+input_scale(t) = 1 / sqrt(alpha_t^2 + sigma_t^2); `samplers.sample` maps x~ <-> x_t. For VP,
+alpha^2 + sigma^2 = 1 and nothing changes. Float64 inside, cast to t's dtype at the end
+(except alpha_bar and log_alpha_bar, which stay float64).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from scorelab._tensor import append_dims, flat_sum, randn, randn_like
+from scorelab.errors import ScorelabError
+from scorelab.processes.ddpm import Gaussian
+
+
+def _t64(t: Tensor | float) -> tuple[Tensor, torch.dtype]:
+    t = torch.as_tensor(t)
+    dtype = t.dtype if t.is_floating_point() else torch.float32
+    return t.to(torch.float64), dtype
+
+
+class _LinearSDE:
+    """Everything that follows from log alpha_t, sigma_t^2, f(t), g(t)^2 and d sigma^2/dt."""
+
+    T: float = 1.0
+    t_min: float = 1e-3
+    name: str = ""
+
+    # -- per-SDE closed forms, float64 tensors in, float64 out ---------------------------------
+    def _log_mean(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _var(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _f(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _g2(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _dvar(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def noise_label_range(self) -> tuple[float, float]:
+        """The range of noise_label over [t_min, T], for the network's time embedding."""
+        return (0.0, self.T)
+
+    def noise_label(self, t: Tensor) -> Tensor:
+        """The network's time input: t itself (VE overrides it with log sigma_t)."""
+        return t
+
+    # -- the process -------------------------------------------------------------------------
+    def mean_coeff(self, t: Tensor | float) -> Tensor:
+        """alpha_t in x_t = alpha_t x_0 + sigma_t eps."""
+        t, dtype = _t64(t)
+        return self._log_mean(t).exp().to(dtype)
+
+    def std(self, t: Tensor | float) -> Tensor:
+        """sigma_t, the std of q(x_t | x_0)."""
+        t, dtype = _t64(t)
+        return self._var(t).sqrt().to(dtype)
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """f(t) x, the forward drift."""
+        t, _ = _t64(t)
+        return append_dims(self._f(t).to(x.dtype), x.ndim) * x
+
+    def diffusion(self, t: Tensor | float) -> Tensor:
+        """g(t), the forward diffusion coefficient."""
+        t, dtype = _t64(t)
+        return self._g2(t).sqrt().to(dtype)
+
+    def marginal(self, x0: Tensor, t: Tensor) -> Gaussian:
+        """q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I)."""
+        a = append_dims(self.mean_coeff(t).to(x0.dtype), x0.ndim)
+        var = append_dims((self.std(t) ** 2).to(x0.dtype), x0.ndim)
+        return Gaussian(a * x0, var.expand_as(x0))
+
+    def marginal_sample(
+        self,
+        x0: Tensor,
+        t: Tensor,
+        eps: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """x_t = alpha_t x_0 + sigma_t eps."""
+        eps = randn_like(x0, generator) if eps is None else eps
+        a = append_dims(self.mean_coeff(t).to(x0.dtype), x0.ndim)
+        sigma = append_dims(self.std(t).to(x0.dtype), x0.ndim)
+        return a * x0 + sigma * eps
+
+    def prior_var(self) -> float:
+        """Variance of the prior N(0, (alpha_T^2 + sigma_T^2) I): q(x_T) for unit-variance data."""
+        t = torch.tensor(self.T, dtype=torch.float64)
+        return float(self._log_mean(t).mul(2).exp() + self._var(t))
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...],
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """x_T from the prior."""
+        z = randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+        return z * math.sqrt(self.prior_var())
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """log N(x; 0, prior_var I) per example, (B,)."""
+        var = self.prior_var()
+        d = x[0].numel()
+        return -0.5 * flat_sum(x**2) / var - 0.5 * d * math.log(2 * math.pi * var)
+
+    def reverse_drift(
+        self, x: Tensor, t: Tensor, score: Tensor, *, probability_flow: bool = False
+    ) -> Tensor:
+        """f x - g^2 score (reverse SDE, run backwards in t) or f x - g^2 score / 2 (PF-ODE)."""
+        t, _ = _t64(t)
+        g2 = append_dims(self._g2(t).to(x.dtype), x.ndim)
+        return self.drift(x, t) - (0.5 if probability_flow else 1.0) * g2 * score
+
+    # -- the VP-equivalent view: the schedule interface of the samplers ------------------------
+    def _log_scale2(self, t: Tensor) -> Tensor:
+        return torch.log(torch.exp(2 * self._log_mean(t)) + self._var(t))
+
+    def input_scale(self, t: Tensor | float) -> Tensor:
+        """1 / sqrt(alpha_t^2 + sigma_t^2): x~ = input_scale x_t is a VP process."""
+        t, dtype = _t64(t)
+        return torch.exp(-0.5 * self._log_scale2(t)).to(dtype)
+
+    def log_alpha_bar(self, t: Tensor | float) -> Tensor:
+        """log alpha_bar_eq = log alpha_t^2 - log(alpha_t^2 + sigma_t^2), always float64:
+        near t_min alpha_bar_eq is 1 - 2e-8 (VE), which float32 rounds to 1 (sigma = 0);
+        the conversions in parameterization.py compute in the wider dtype and cast."""
+        t, _ = _t64(t)
+        return 2 * self._log_mean(t) - self._log_scale2(t)
+
+    def alpha_bar(self, t: Tensor | float) -> Tensor:
+        """alpha_bar_eq(t) of the VP-equivalent view."""
+        return torch.exp(self.log_alpha_bar(t))
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        """sqrt(1 - alpha_bar_eq): the noise level of x~ (not sigma_t; see std)."""
+        return torch.sqrt(-torch.expm1(self.log_alpha_bar(t)))
+
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        """2 log(alpha_t / sigma_t), strictly decreasing; the same in both coordinates."""
+        t, dtype = _t64(t)
+        return (2 * self._log_mean(t) - torch.log(self._var(t))).to(dtype)
+
+    def beta_rate(self, t: Tensor | float) -> Tensor:
+        """-d log alpha_bar_eq / dt = -2 f + (2 alpha^2 f + d sigma^2/dt) / (alpha^2 + sigma^2)."""
+        t, dtype = _t64(t)
+        f, a2 = self._f(t), torch.exp(2 * self._log_mean(t))
+        out = -2 * f + (2 * a2 * f + self._dvar(t)) / (a2 + self._var(t))
+        return out.to(dtype)
+
+    def time_at_log_snr(self, log_snr: Tensor | float) -> Tensor:
+        """The time with that log-SNR, by bisection on [0, T] (float64, to ~1e-15)."""
+        lam = torch.as_tensor(log_snr, dtype=torch.float64)
+        lo, hi = torch.zeros_like(lam), torch.full_like(lam, self.T)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            above = self.log_snr(mid) > lam  # log-SNR decreases: the answer is later
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return (lo + hi) / 2
+
+    def timesteps(self, steps: int | None = None) -> Tensor:
+        """T = t_0 > ... > t_{K-1} = t_min, then t_K = 0 where samplers return x_0 (float64)."""
+        steps = 1000 if steps is None else int(steps)
+        if steps < 1:
+            raise ScorelabError(f"steps must be >= 1, got {steps}")
+        if steps == 1:
+            return torch.tensor([self.T, 0.0], dtype=torch.float64)
+        grid = torch.linspace(self.T, self.t_min, steps, dtype=torch.float64)
+        return torch.cat([grid, grid.new_zeros(1)])
+
+    @property
+    def default_steps(self) -> int:
+        return 1000
+
+    @property
+    def sampling_t_min(self) -> float:
+        """The last positive time of a sampling grid (t = 0 is singular for the score)."""
+        return self.t_min
+
+    def to_dict(self) -> dict:
+        """The name and parameters that make_sde rebuilds this SDE from."""
+        return {"name": self.name, **asdict(self)}  # type: ignore[call-overload]
+
+
+def _check_positive(**values: float) -> None:
+    for key, value in values.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ScorelabError(f"{key} must be a finite number > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class VPSDE(_LinearSDE):
+    """Variance preserving: the continuous limit of DDPM with beta_i = beta(t_i) / N."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    name = "vp"
+    t_min = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_positive(beta_min=self.beta_min, beta_max=self.beta_max)
+        if self.beta_max < self.beta_min:
+            raise ScorelabError("beta_max must be >= beta_min")
+
+    def _beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def _B(self, t: Tensor) -> Tensor:
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def _log_mean(self, t: Tensor) -> Tensor:
+        return -0.5 * self._B(t)
+
+    def _var(self, t: Tensor) -> Tensor:
+        return -torch.expm1(-self._B(t))
+
+    def _f(self, t: Tensor) -> Tensor:
+        return -0.5 * self._beta(t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return self._beta(t)
+
+    def _dvar(self, t: Tensor) -> Tensor:
+        return self._beta(t) * torch.exp(-self._B(t))
+
+
+@dataclass(frozen=True)
+class SubVPSDE(VPSDE):
+    """sub-VP: the VP mean with a smaller variance, sigma_t = 1 - e^{-B} (Song et al. 2021)."""
+
+    name = "subvp"
+
+    def _var(self, t: Tensor) -> Tensor:
+        return torch.expm1(-self._B(t)) ** 2
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return self._beta(t) * -torch.expm1(-2 * self._B(t))
+
+    def _dvar(self, t: Tensor) -> Tensor:
+        B = self._B(t)
+        return 2 * self._beta(t) * torch.exp(-B) * -torch.expm1(-B)
+
+
+@dataclass(frozen=True)
+class VESDE(_LinearSDE):
+    """Variance exploding (NCSN's continuous limit): x_t = x_0 + sigma_t eps."""
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+
+    name = "ve"
+    t_min = 1e-5
+
+    def __post_init__(self) -> None:
+        _check_positive(sigma_min=self.sigma_min, sigma_max=self.sigma_max)
+        if self.sigma_max <= self.sigma_min:
+            raise ScorelabError("sigma_max must be > sigma_min")
+
+    @property
+    def _log_ratio(self) -> float:
+        return math.log(self.sigma_max / self.sigma_min)
+
+    def _log_mean(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _var(self, t: Tensor) -> Tensor:
+        return self.sigma_min**2 * torch.expm1(2 * t * self._log_ratio)
+
+    def _f(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return self._dvar(t)
+
+    def _dvar(self, t: Tensor) -> Tensor:
+        return self.sigma_min**2 * 2 * self._log_ratio * torch.exp(2 * t * self._log_ratio)
+
+    def noise_label_range(self) -> tuple[float, float]:
+        t = torch.tensor([self.t_min, self.T], dtype=torch.float64)
+        lo, hi = self.noise_label(t).tolist()
+        return lo, hi
+
+    def noise_label(self, t: Tensor) -> Tensor:
+        """log sigma_t: the network sees the noise level, as NCSN and EDM do."""
+        t, dtype = _t64(t)
+        return (0.5 * torch.log(self._var(t))).to(dtype)
+
+
+SDES: dict[str, Callable[..., _LinearSDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+SDE = _LinearSDE
+
+
+def make_sde(name: str = "vp", **params: float) -> _LinearSDE:
+    """Build a named SDE: make_sde('ve', sigma_max=50.0)."""
+    if name not in SDES:
+        raise ScorelabError(f"unknown sde {name!r}; choose one of: {', '.join(SDES)}")
+    try:
+        return SDES[name](**params)
+    except TypeError as e:
+        raise ScorelabError(f"bad parameters for sde {name!r}: {e}") from None
+
+
+__all__ = ["SDE", "SDES", "SubVPSDE", "VESDE", "VPSDE", "make_sde"]

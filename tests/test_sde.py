@@ -1,0 +1,207 @@
+"""VP, sub-VP and VE SDEs against their closed forms, and the samplers on each of them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scorelab._tensor import append_dims
+from scorelab.errors import ScorelabError
+from scorelab.processes import make_schedule, score_from_eps
+from scorelab.processes.sde import SDES, VESDE, VPSDE, SubVPSDE, make_sde
+from scorelab.samplers import sample
+
+ALL = [VPSDE(), SubVPSDE(), VESDE()]
+IDS = ["vp", "subvp", "ve"]
+times = st.floats(1e-3, 1.0)
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+def test_marginal_matches_simulated_forward_sde(sde, generator):
+    """Euler-Maruyama on dx = f x dt + g dW from x_0 = 1.5 (10k paths, 1000 steps) vs the
+    closed-form mean alpha_t x_0 and variance sigma_t^2 at t = 0.1, 0.5, 1, within 5 SE."""
+    n, steps = 10_000, 1000
+    x = torch.full((n, 1), 1.5, dtype=torch.float64)
+    h = 1.0 / steps
+    checks = {100: 0.1, 500: 0.5, 1000: 1.0}
+    for i in range(steps):
+        t = torch.full((n,), (i + 0.5) * h, dtype=torch.float64)  # midpoint: O(h^2) bias
+        g = append_dims(sde.diffusion(t), 2)
+        x = (
+            x
+            + h * sde.drift(x, t)
+            + math.sqrt(h) * g * torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        )
+        if i + 1 in checks:
+            tt = torch.tensor([checks[i + 1]], dtype=torch.float64)
+            q = sde.marginal(torch.tensor([[1.5]], dtype=torch.float64), tt)
+            mean, var = float(q.mean), float(q.var)
+            se_mean, se_var = math.sqrt(var / n), var * math.sqrt(2 / n)
+            assert abs(float(x.mean()) - mean) < 5 * se_mean + 1e-3 * abs(mean)
+            assert abs(float(x.var()) - var) < 5 * se_var + 2e-3 * var
+
+
+@pytest.mark.parametrize("N", [100, 1000, 10_000])
+def test_vp_marginal_is_the_limit_of_ddpm(N):
+    """beta_i = beta(t_i)/N gives alpha_bar_N(t) -> exp(-B(t)) with an O(1/N) gap in log:
+    sum log(1 - beta_i) = -sum beta_i - sum beta_i^2/2 - ..., where the right-endpoint Riemann
+    sum is off by (beta_max - beta_min)/(2N) and sum beta_i^2/2 ~ int beta^2/(2N) = 67/N."""
+    sde = VPSDE()
+    i = torch.arange(1, N + 1, dtype=torch.float64)
+    betas = (sde.beta_min + (i / N) * (sde.beta_max - sde.beta_min)) / N
+    log_ab = torch.cumsum(torch.log1p(-betas), 0)
+    t = i / N
+    exact = 2 * torch.log(sde.mean_coeff(t))
+    gap = float((log_ab - exact).abs().max())
+    bound = (
+        (sde.beta_max**3 - sde.beta_min**3) / (6 * (sde.beta_max - sde.beta_min))
+        + (sde.beta_max - sde.beta_min) / 2
+    ) / N
+    assert 0.5 * bound < gap < 1.2 * bound
+
+
+def test_vp_marginal_matches_linear_ddpm_schedule():
+    """DDPM's linear schedule (1e-4..0.02, T=1000) is VP with beta_min=0.1, beta_max=20."""
+    sde, schedule = VPSDE(), make_schedule("linear", T=1000)
+    t = torch.tensor([100.0, 500.0, 1000.0], dtype=torch.float64)
+    log_ab_ddpm = schedule.log_alpha_bar(t)
+    log_ab_sde = 2 * torch.log(sde.mean_coeff(t / 1000))
+    assert torch.allclose(log_ab_ddpm, log_ab_sde, rtol=1e-2)
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+@given(t=times)
+def test_vp_equivalent_view_identities(sde, t):
+    """alpha_bar_eq = a^2/(a^2+s^2); log-SNR = log a^2/s^2 = logit(alpha_bar_eq);
+    input_scale^2 = 1/(a^2+s^2); beta_rate = -d log alpha_bar_eq/dt (central differences)."""
+    tt = torch.tensor([t], dtype=torch.float64)
+    a, s = sde.mean_coeff(tt), sde.std(tt)
+    ab = sde.alpha_bar(tt)
+    assert torch.allclose(ab, a**2 / (a**2 + s**2), rtol=1e-10)
+    assert torch.allclose(sde.log_snr(tt), torch.log(a**2 / s**2), rtol=1e-9, atol=1e-9)
+    assert torch.allclose(sde.log_snr(tt), torch.logit(ab), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(sde.input_scale(tt) ** 2, 1 / (a**2 + s**2), rtol=1e-10)
+    h = 1e-6
+    fd = -(sde.log_alpha_bar(tt + h) - sde.log_alpha_bar(tt - h)) / (2 * h)
+    assert torch.allclose(sde.beta_rate(tt), fd, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+@given(t=times)
+def test_time_at_log_snr_inverts_log_snr(sde, t):
+    tt = torch.tensor([t], dtype=torch.float64)
+    back = sde.time_at_log_snr(sde.log_snr(tt))
+    assert abs(float(back) - t) < 1e-9
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+@given(t=times)
+def test_drift_and_diffusion_give_the_marginal_ode(sde, t):
+    """d log alpha/dt = f and d sigma^2/dt = 2 f sigma^2 + g^2, by central differences."""
+    tt = torch.tensor([t], dtype=torch.float64)
+    h = 1e-6
+    f = float(sde.drift(torch.ones(1, 1, dtype=torch.float64), tt))
+    dlog_a = (torch.log(sde.mean_coeff(tt + h)) - torch.log(sde.mean_coeff(tt - h))) / (2 * h)
+    dvar = (sde.std(tt + h) ** 2 - sde.std(tt - h) ** 2) / (2 * h)
+    g2 = sde.diffusion(tt) ** 2
+    assert abs(float(dlog_a) - f) < 1e-5 * (1 + abs(f))
+    assert torch.allclose(dvar, 2 * f * sde.std(tt) ** 2 + g2, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+def test_reverse_drift_and_prior(sde):
+    x = torch.randn(5, 3, dtype=torch.float64)
+    score = torch.randn(5, 3, dtype=torch.float64)
+    t = torch.full((5,), 0.3, dtype=torch.float64)
+    g2 = float(sde.diffusion(t[:1]) ** 2)
+    rev = sde.reverse_drift(x, t, score)
+    ode = sde.reverse_drift(x, t, score, probability_flow=True)
+    assert torch.allclose(rev, sde.drift(x, t) - g2 * score)
+    assert torch.allclose(ode, sde.drift(x, t) - 0.5 * g2 * score)
+    var = sde.prior_var()
+    ref = torch.distributions.Normal(0.0, math.sqrt(var)).log_prob(x).sum(1)
+    assert torch.allclose(sde.prior_log_prob(x), ref)
+    z = sde.prior_sample((20_000, 1), generator=torch.Generator().manual_seed(0))
+    assert abs(float(z.var()) / var - 1) < 5 * math.sqrt(2 / 20_000)
+
+
+def test_make_sde_and_round_trip():
+    for name in SDES:
+        sde = make_sde(name)
+        d = sde.to_dict()
+        assert make_sde(**d) == sde and d["name"] == name
+    with pytest.raises(ScorelabError, match="choose one of: vp, subvp, ve"):
+        make_sde("nope")
+    with pytest.raises(ScorelabError, match="sigma_max"):
+        make_sde("ve", sigma_max=0.001)
+    with pytest.raises(ScorelabError, match="bad parameters"):
+        make_sde("vp", sigma_max=3.0)
+
+
+@pytest.mark.parametrize("sde", [SubVPSDE(), VESDE()], ids=["subvp", "ve"])
+@pytest.mark.parametrize(
+    "sampler,steps", [("ddim", 50), ("euler-maruyama", 400), ("heun-edm", 25), ("dpm-solver++", 25)]
+)
+def test_samplers_recover_mixture_moments_on_every_sde(sde, sampler, steps, mixture_2d):
+    """With the exact eps of the mixture under the SDE, samples have the mixture's mean and
+    variance per coordinate (4000 samples; mean within 5 SE, variance within 5 SE plus the
+    discretisation error of a few-step sampler, 6%)."""
+    n = 4000
+    eps_fn = mixture_2d.eps_fn(sde)
+    out = sample(
+        eps_fn,
+        (n, 2),
+        sde,
+        sampler,
+        steps,
+        generator=torch.Generator().manual_seed(3),
+        dtype=torch.float64,
+    ).x
+    x0, _ = mixture_2d.sample(200_000, generator=torch.Generator().manual_seed(4))
+    mean, var = x0.mean(0), x0.var(0)
+    assert ((out.mean(0) - mean).abs() < 5 * (var / n).sqrt()).all()
+    assert ((out.var(0) / var - 1).abs() < 5 * math.sqrt(2 / n) + 0.06).all()
+
+
+def test_oracle_score_under_an_sde_is_the_score_of_the_marginal(mixture_2d):
+    """For VE, p_t = p_0 * N(0, sigma_t^2): the oracle's score (through the VP view) equals the
+    autograd gradient of the log-density of the mixture with variances + sigma_t^2."""
+    from scorelab.oracle import GaussianMixture
+
+    sde = VESDE()
+    t = torch.full((7,), 0.4, dtype=torch.float64)
+    s2 = float(sde.std(t[:1]) ** 2)
+    noisy = GaussianMixture(mixture_2d.weights, mixture_2d.means, mixture_2d.variances + s2)
+    x = torch.randn(7, 2, dtype=torch.float64) * 3
+    assert torch.allclose(mixture_2d.score_fn(sde)(x, t), noisy.score(x), rtol=1e-9)
+    # and score_from_eps(eps_fn) = -eps / sigma_t in the SDE's coordinates
+    s = score_from_eps(mixture_2d.eps_fn(sde), sde)(x, t)
+    assert torch.allclose(s, noisy.score(x), rtol=1e-9)
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+@pytest.mark.parametrize("prediction", ["x0", "score", "v"])
+def test_parameterization_round_trips_on_every_sde(sde, prediction, mixture_2d):
+    """The exact eps, turned into a prediction of each kind in the SDE's own coordinates
+    (x0 = E[x_0 | x_t], score = -eps / sigma_t, v in the VP view) and back, is unchanged."""
+    from scorelab.processes import as_eps_fn, denoiser_from_eps, from_eps
+
+    eps_fn = mixture_2d.eps_fn(sde)
+    t = torch.full((9,), 0.37, dtype=torch.float64)
+    x = torch.randn(9, 2, dtype=torch.float64) * 2
+    c = append_dims(sde.input_scale(t), 2)
+    if prediction == "x0":
+        model = denoiser_from_eps(eps_fn, sde)
+    elif prediction == "score":
+        model = score_from_eps(eps_fn, sde)
+    else:
+        model = lambda x, t: from_eps(eps_fn(x, t), "v", c * x, sde.alpha_bar(t))  # noqa: E731
+    back = as_eps_fn(model, sde, prediction)(x, t)
+    assert torch.allclose(back, eps_fn(x, t), rtol=1e-9, atol=1e-12)
+    if prediction == "x0":  # x0 = (x_t - sigma_t eps) / alpha_t in the SDE's own coordinates
+        a, s = append_dims(sde.mean_coeff(t), 2), append_dims(sde.std(t), 2)
+        assert torch.allclose(model(x, t), (x - s * eps_fn(x, t)) / a, rtol=1e-9)
