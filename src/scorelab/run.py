@@ -18,17 +18,19 @@ from torch import Tensor, nn
 
 from scorelab.build import (
     build_data,
-    build_eps_fn,
+    build_eps_and_variance,
     build_model,
     build_schedule,
     check_objective,
     normalizer_of,
+    prediction_of,
 )
 from scorelab.config import RunConfig, apply_overrides, config_differences
 from scorelab.data import Normalizer, check_array
 from scorelab.errors import CheckpointError, ScorelabError
-from scorelab.objectives import diffusion_loss
+from scorelab.objectives import LossSecondMomentSampler, diffusion_loss, hybrid_loss
 from scorelab.processes import DiscreteSchedule
+from scorelab.processes.ddpm import Variance, VarianceFn
 from scorelab.samplers import SampleResult, sample
 from scorelab.training.checkpoint import (
     CHECKPOINT,
@@ -91,8 +93,13 @@ def train(
     elif checkpoint.is_file():
         raise ScorelabError(f"{out} already holds a run; pass --resume or choose another --out")
     _prepare_dir(out)
-    check_objective(cfg.objective)
+    check_objective(cfg.objective, cfg.model.variance)
     cfg.train.validate()
+    if resume_overrides is not None and cfg.train.t_sampling != "uniform":
+        raise ScorelabError(
+            "resuming a run with --t-sampling second-moment is not supported: the sampler's "
+            "loss history is not checkpointed"
+        )
     data = check_array(build_data(cfg), cfg.data)
     if cfg.normalizer is None:
         cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
@@ -101,12 +108,7 @@ def train(
     schedule = build_schedule(cfg.schedule)
     torch.manual_seed(cfg.train.seed)  # the initial weights
     model = build_model(cfg.model, schedule.T)
-    prediction = cfg.objective
-
-    def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
-        return diffusion_loss(
-            net, x0, schedule=schedule, prediction=prediction, generator=generator
-        )
+    loss_fn = make_loss_fn(cfg, schedule)
 
     trainer = Trainer(
         model,
@@ -126,6 +128,38 @@ def train(
     return trainer.fit()
 
 
+def make_loss_fn(
+    cfg: RunConfig, schedule: DiscreteSchedule
+) -> Callable[[nn.Module, Tensor, torch.Generator], Tensor]:
+    """The per-example loss of cfg.objective: L_simple-style regression, or the hybrid loss
+    (learned variance), with t uniform or importance-sampled by the loss' second moment."""
+    prediction = prediction_of(cfg.objective)
+    hybrid = cfg.objective == "hybrid"
+    sampler = (
+        LossSecondMomentSampler(schedule.T) if cfg.train.t_sampling == "second-moment" else None
+    )
+
+    def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
+        t, weights = None, None
+        if sampler is not None:
+            t, weights = sampler.sample(x0.shape[0], generator=generator, device=x0.device)
+        if hybrid:
+            loss = hybrid_loss(
+                net, x0, schedule=schedule, vlb_weight=cfg.train.vlb_weight,
+                generator=generator, t=t,
+            )
+        else:
+            loss = diffusion_loss(
+                net, x0, schedule=schedule, prediction=prediction, generator=generator, t=t
+            )
+        if sampler is None:
+            return loss
+        sampler.update(t, loss)
+        return loss * weights
+
+    return loss_fn
+
+
 @dataclass
 class Run:
     """A trained run loaded back: config, EMA (or raw) network, schedule, normalizer."""
@@ -139,7 +173,12 @@ class Run:
 
     @property
     def eps_fn(self) -> EpsFn:
-        return build_eps_fn(self.model, self.config, self.schedule)
+        return build_eps_and_variance(self.model, self.config, self.schedule)[0]
+
+    @property
+    def variance(self) -> Variance | VarianceFn:
+        """The reverse variance: "beta_tilde", "beta", or the network's learned VarianceFn."""
+        return build_eps_and_variance(self.model, self.config, self.schedule)[1]
 
     def sample(
         self,
@@ -155,8 +194,11 @@ class Run:
         if n < 1:
             raise ScorelabError(f"--n must be >= 1, got {n}")
         generator = torch.Generator().manual_seed(seed)
+        eps_fn, variance = build_eps_and_variance(self.model, self.config, self.schedule)
+        if sampler == "ddpm" and options.get("variance") is None and variance != "beta_tilde":
+            options["variance"] = variance  # the run's own (fixed large or learned)
         result = sample(
-            self.eps_fn,
+            eps_fn,
             (n, self.config.model.dim),
             self.schedule,
             sampler,
