@@ -43,6 +43,7 @@ def check_variance(name: str) -> None:
 def check_objective(name: str, variance: str = "fixed_small") -> None:
     if name not in OBJECTIVES:
         raise ScorelabError(f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}")
+    check_variance(variance)
     if (name == "hybrid") != (variance == "learned"):
         raise ScorelabError(
             "--objective hybrid and --variance learned go together (the hybrid loss trains "
