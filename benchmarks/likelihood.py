@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path(__file__).parent / "results" / "likelihood.md"
     )
     args = parser.parse_args(argv)
+    args.command = " ".join(["benchmarks/likelihood.py", *(sys.argv[1:] if argv is None else argv)])
     if args.quick:
         args.steps, args.n_eval = 300, 300
     torch.set_num_threads(args.threads)
@@ -167,8 +168,8 @@ def _table(rows, true_nll, entropy, args, train_seconds, d, total_seconds) -> st
         "",
         f"{datetime.date.today()} · {cpu_model()} · torch {torch.__version__} · "
         f"python {platform.python_version()} · {args.threads} threads · "
-        f"total {total_seconds:.0f}s · `benchmarks/likelihood.py"
-        f"{' --quick' if args.quick else ''}`",
+        f"total {total_seconds:.0f}s · "
+        f"`{args.command}`",
         "",
         f"Data: `ring` = `oracle.ring_mixture()` (d = {d}); {n} held-out points (VLB rows: the "
         f"first {min(n, 1000)}, Hutchinson 8: the first {min(n, 250)}). Training: "
