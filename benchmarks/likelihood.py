@@ -88,10 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     d = mixture.dim
 
     rows: list[tuple] = []  # (name, nll tensor (n,), nfe or None, seconds)
-    budget = TrainConfig(steps=args.steps, batch_size=512, lr=3e-3, warmup=200, seed=0,
-                         ckpt_every=args.steps, log_every=100)
-    base = RunConfig(data="ring", n_data=50_000, model=ModelConfig(width=128, depth=3),
-                     schedule=ScheduleConfig("linear", 1000), train=budget)
+    budget = TrainConfig(
+        steps=args.steps,
+        batch_size=512,
+        lr=3e-3,
+        warmup=200,
+        seed=0,
+        ckpt_every=args.steps,
+        log_every=100,
+    )
+    base = RunConfig(
+        data="ring",
+        n_data=50_000,
+        model=ModelConfig(width=128, depth=3),
+        schedule=ScheduleConfig("linear", 1000),
+        train=budget,
+    )
     configs = {
         "L_simple": base,
         "hybrid (learned)": base.replace(
@@ -127,25 +139,46 @@ def main(argv: list[str] | None = None) -> int:
     n_vlb = min(args.n_eval, 1000)
     oracle_eps = oracle.eps_fn(sched)
     for variance, label in (("beta_tilde", "fixed small"), ("beta", "fixed large")):
-        timed(f"oracle eps: VLB, {label}", lambda v=variance: (
-            vlb(oracle_eps, z[:n_vlb], sched, variance=v, generator=gen()).total + log_det, None))
+        timed(
+            f"oracle eps: VLB, {label}",
+            lambda v=variance: (
+                vlb(oracle_eps, z[:n_vlb], sched, variance=v, generator=gen()).total + log_det,
+                None,
+            ),
+        )
     timed("oracle eps: ODE, exact trace", lambda: _ode(oracle_eps, z, sched, log_det))
 
     z32 = z.float()
     for variance, label in (("beta_tilde", "fixed small"), ("beta", "fixed large")):
-        timed(f"L_simple: VLB, {label}", lambda v=variance: (
-            vlb(run.eps_fn, z32[:n_vlb], sched, variance=v, generator=gen()).total.double()
-            + log_det, None))
+        timed(
+            f"L_simple: VLB, {label}",
+            lambda v=variance: (
+                vlb(run.eps_fn, z32[:n_vlb], sched, variance=v, generator=gen()).total.double()
+                + log_det,
+                None,
+            ),
+        )
     learned = runs["hybrid (learned)"]
-    timed("hybrid: VLB, learned", lambda: (
-        vlb(learned.eps_fn, z32[:n_vlb], sched, variance=learned.variance,
-            generator=gen()).total.double() + log_det, None))
+    timed(
+        "hybrid: VLB, learned",
+        lambda: (
+            vlb(
+                learned.eps_fn, z32[:n_vlb], sched, variance=learned.variance, generator=gen()
+            ).total.double()
+            + log_det,
+            None,
+        ),
+    )
     for name, r in (("L_simple", run), ("hybrid", learned)):
         timed(f"{name}: ODE, exact trace", lambda r=r: _ode(r.eps_fn, z32, sched, log_det))
     n_h8 = min(args.n_eval, 250)  # 8 vector-Jacobian products per NFE: fewer points
     for probes, zz in ((1, z32), (8, z32[:n_h8])):
-        timed(f"L_simple: ODE, Hutchinson {probes}", lambda p=probes, zz=zz: _ode(
-            run.eps_fn, zz, sched, log_det, divergence="hutchinson", probes=p))
+        timed(
+            f"L_simple: ODE, Hutchinson {probes}",
+            lambda p=probes, zz=zz: _ode(
+                run.eps_fn, zz, sched, log_det, divergence="hutchinson", probes=p
+            ),
+        )
 
     text = _table(rows, true_nll, entropy, args, train_seconds, d, time.perf_counter() - start_all)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -155,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _ode(eps_fn, z, sched, log_det, **kw):
-    res = ode_log_likelihood(eps_fn, z, sched, generator=torch.Generator().manual_seed(0),
-                             rtol=1e-5, atol=1e-5, **kw)
+    res = ode_log_likelihood(
+        eps_fn, z, sched, generator=torch.Generator().manual_seed(0), rtol=1e-5, atol=1e-5, **kw
+    )
     return -res.log_prob.double() + log_det, res.nfe
 
 

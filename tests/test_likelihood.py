@@ -30,7 +30,12 @@ def test_ode_likelihood_of_gaussian_data_is_exact():
     x, _ = g.sample(30, generator=torch.Generator().manual_seed(0))
     a_T = sched.alpha_bar(torch.tensor(100.0, dtype=torch.float64))
     res = ode_log_likelihood(
-        g.eps_fn(sched), x, sched, t0=0.1, rtol=1e-8, atol=1e-8,
+        g.eps_fn(sched),
+        x,
+        sched,
+        t0=0.1,
+        rtol=1e-8,
+        atol=1e-8,
         prior_log_prob=lambda y: g.log_prob(y, a_T),
     )
     err = res.log_prob - _true_log_prob(g, sched, x, 0.1)
@@ -59,8 +64,13 @@ def test_hutchinson_ode_likelihood_is_unbiased(mixture_2d, distribution):
     xr = x.repeat(reps, 1)
     exact = ode_log_likelihood(mixture_2d.eps_fn(sched), x, sched).log_prob
     est = ode_log_likelihood(
-        mixture_2d.eps_fn(sched), xr, sched, divergence="hutchinson", probes=1,
-        distribution=distribution, generator=torch.Generator().manual_seed(3),
+        mixture_2d.eps_fn(sched),
+        xr,
+        sched,
+        divergence="hutchinson",
+        probes=1,
+        distribution=distribution,
+        generator=torch.Generator().manual_seed(3),
     ).log_prob.reshape(reps, 4)
     mean, se = est.mean(0), est.std(0) / math.sqrt(reps)
     assert (se > 0).all()  # the probes do vary the estimate
@@ -140,14 +150,22 @@ def test_hybrid_loss_stops_the_mean_gradient_in_the_vlb_term():
     net = nn.Linear(2, 4)
     t = torch.full((8,), 5.0)
     loss = hybrid_loss(
-        lambda x, tt: net(x), x0, schedule=sched, vlb_weight=1.0, t=t,
+        lambda x, tt: net(x),
+        x0,
+        schedule=sched,
+        vlb_weight=1.0,
+        t=t,
         generator=torch.Generator().manual_seed(1),
     ).mean()
     loss.backward()
     grad_mean = net.weight.grad[:2].clone()
     net.zero_grad()
     simple = hybrid_loss(
-        lambda x, tt: net(x), x0, schedule=sched, vlb_weight=0.0, t=t,
+        lambda x, tt: net(x),
+        x0,
+        schedule=sched,
+        vlb_weight=0.0,
+        t=t,
         generator=torch.Generator().manual_seed(1),
     ).mean()
     simple.backward()
@@ -164,7 +182,12 @@ def test_learned_variance_hybrid_training_end_to_end(tmp_path, t_sampling):
         model=ModelConfig(width=32, depth=1, variance="learned"),
         schedule=ScheduleConfig("linear", 50),
         train=TrainConfig(
-            steps=150, batch_size=128, lr=3e-3, warmup=10, log_every=1, ckpt_every=150,
+            steps=150,
+            batch_size=128,
+            lr=3e-3,
+            warmup=10,
+            log_every=1,
+            ckpt_every=150,
             t_sampling=t_sampling,
         ),
     )

@@ -108,7 +108,11 @@ def test_vlb_terms_layout_and_kl_against_torch(generator):
     q_std = ((1 - ab_s) / (1 - ab) * beta).sqrt()
     ref = kl_divergence(Normal(q_mean, q_std), Normal(step.mean, step.var.sqrt())).sum(1)
     ours = vlb_term(
-        g.eps_fn(sched)(x_t, t), x0, x_t, t, sched,
+        g.eps_fn(sched)(x_t, t),
+        x0,
+        x_t,
+        t,
+        sched,
         log_var=reverse_log_variance(sched, t, variance="beta"),
     )
     assert torch.allclose(ours, ref, rtol=1e-8)
@@ -137,10 +141,16 @@ def test_learned_variance_at_v_one_is_fixed_large():
     g = _gaussian()
     sched = make_schedule("linear", T=12)
     x0, _ = g.sample(64, generator=torch.Generator().manual_seed(3))
-    fixed = vlb(g.eps_fn(sched), x0, sched, variance="beta",
-                generator=torch.Generator().manual_seed(5))
-    learned = vlb(g.eps_fn(sched), x0, sched, variance=lambda x, t: torch.ones_like(x),
-                  generator=torch.Generator().manual_seed(5))
+    fixed = vlb(
+        g.eps_fn(sched), x0, sched, variance="beta", generator=torch.Generator().manual_seed(5)
+    )
+    learned = vlb(
+        g.eps_fn(sched),
+        x0,
+        sched,
+        variance=lambda x, t: torch.ones_like(x),
+        generator=torch.Generator().manual_seed(5),
+    )
     assert torch.allclose(fixed.terms, learned.terms, rtol=1e-10)
 
 
@@ -161,6 +171,8 @@ def test_split_learned_variance_shares_one_network_call():
     assert len(calls) == 2
     sched = make_schedule("linear", T=10)
     step = p_mean_variance(pred, x, t, sched, variance=var)
-    expected = (0.5 * reverse_log_variance(sched, t, variance="beta")
-                + 0.5 * reverse_log_variance(sched, t, variance="beta_tilde")).exp()
+    expected = (
+        0.5 * reverse_log_variance(sched, t, variance="beta")
+        + 0.5 * reverse_log_variance(sched, t, variance="beta_tilde")
+    ).exp()
     assert torch.allclose(step.var, expected[:, None].expand_as(x).float())

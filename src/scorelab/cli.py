@@ -286,30 +286,42 @@ def _add_eval(sub) -> None:
         "(default: fresh points from the run's own dataset)",
     )
     p.add_argument(
-        "--n", type=_positive_int, default=None,
+        "--n",
+        type=_positive_int,
+        default=None,
         help="examples to evaluate (default: 1000 for a dataset name, all rows of a .npy)",
     )
     p.add_argument(
-        "--seed", type=_nonneg_int, default=1,
+        "--seed",
+        type=_nonneg_int,
+        default=1,
         help="seed of the data drawn by name, of the VLB's x_t and of the probes (default: 1)",
     )
     p.add_argument(
-        "--divergence", choices=["exact", "hutchinson"], default="exact",
+        "--divergence",
+        choices=["exact", "hutchinson"],
+        default="exact",
         help="ode: exact trace (autograd, low dimension) or Hutchinson (default: exact)",
     )
     p.add_argument(
-        "--probes", type=_positive_int, default=1,
+        "--probes",
+        type=_positive_int,
+        default=1,
         help="ode, hutchinson: Rademacher probes per trajectory (default: 1)",
     )
     p.add_argument("--rtol", type=_positive_float, default=1e-5, help="ode: rtol (default: 1e-5)")
     p.add_argument("--atol", type=_positive_float, default=1e-5, help="ode: atol (default: 1e-5)")
     p.add_argument(
-        "--plot", type=Path, default=None,
+        "--plot",
+        type=Path,
+        default=None,
         help="vlb: where to write the per-step plot (default: RUN_DIR/vlb_terms.png)",
     )
     p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     p.add_argument(
-        "--weights", default="ema", choices=["ema", "raw"],
+        "--weights",
+        default="ema",
+        choices=["ema", "raw"],
         help="which weights to evaluate (default: ema)",
     )
 
@@ -450,8 +462,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             data = data[: args.n]
     data = check_array(data, name)
     report = evaluate_nll(
-        run, data, method=args.nll, seed=args.seed, divergence=args.divergence,
-        probes=args.probes, rtol=args.rtol, atol=args.atol,
+        run,
+        data,
+        method=args.nll,
+        seed=args.seed,
+        divergence=args.divergence,
+        probes=args.probes,
+        rtol=args.rtol,
+        atol=args.atol,
     )
     out = report.to_dict()
     if args.nll == "vlb":

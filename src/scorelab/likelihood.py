@@ -180,8 +180,11 @@ def ode_log_likelihood(
     v = None
     if divergence == "hutchinson":
         v = sample_probes(
-            (probes, *shape), distribution=distribution, generator=generator,
-            dtype=x.dtype, device=x.device,
+            (probes, *shape),
+            distribution=distribution,
+            generator=generator,
+            dtype=x.dtype,
+            device=x.device,
         )
     time_of = _time_of_rho(schedule)
 
@@ -201,8 +204,9 @@ def ode_log_likelihood(
     if time_of is None:
         u0, u1 = t0, T
     else:
-        u0, u1 = (-float(schedule.log_alpha_bar(torch.tensor(u, dtype=torch.float64)))
-                  for u in (t0, T))
+        u0, u1 = (
+            -float(schedule.log_alpha_bar(torch.tensor(u, dtype=torch.float64))) for u in (t0, T)
+        )
     state, nfe = odeint_rk45(f, state, u0, u1, rtol=rtol, atol=atol)
     x_T = state[:, :d].reshape(shape)
     if input_scale is not None:

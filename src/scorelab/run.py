@@ -145,8 +145,12 @@ def make_loss_fn(
             t, weights = sampler.sample(x0.shape[0], generator=generator, device=x0.device)
         if hybrid:
             loss = hybrid_loss(
-                net, x0, schedule=schedule, vlb_weight=cfg.train.vlb_weight,
-                generator=generator, t=t,
+                net,
+                x0,
+                schedule=schedule,
+                vlb_weight=cfg.train.vlb_weight,
+                generator=generator,
+                t=t,
             )
         else:
             loss = diffusion_loss(

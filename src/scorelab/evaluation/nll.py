@@ -103,8 +103,15 @@ def evaluate_nll(
             terms.append(result.terms)
         else:
             result = ode_log_likelihood(
-                eps_fn, chunk, run.schedule, divergence=divergence, probes=probes,
-                generator=generator, t0=t0, rtol=rtol, atol=atol,
+                eps_fn,
+                chunk,
+                run.schedule,
+                divergence=divergence,
+                probes=probes,
+                generator=generator,
+                t0=t0,
+                rtol=rtol,
+                atol=atol,
             )
             nlls.append(-result.log_prob)
             nfe += result.nfe
@@ -116,7 +123,9 @@ def evaluate_nll(
     settings: dict = {"variance": run.config.model.variance}
     if method == "ode":
         settings.update(
-            divergence=divergence, rtol=rtol, atol=atol,
+            divergence=divergence,
+            rtol=rtol,
+            atol=atol,
             t0=default_t0(run.schedule) if t0 is None else float(t0),
         )
         if divergence == "hutchinson":
@@ -125,6 +134,13 @@ def evaluate_nll(
     if terms:
         per_t = torch.cat(terms).to(torch.float64).mean(dim=0).tolist()
     return NLLReport(
-        method, mean, stderr, nll.numel(), dim, seconds,
-        nfe=nfe if method == "ode" else None, per_t_nats=per_t, settings=settings,
+        method,
+        mean,
+        stderr,
+        nll.numel(),
+        dim,
+        seconds,
+        nfe=nfe if method == "ode" else None,
+        per_t_nats=per_t,
+        settings=settings,
     )

@@ -48,9 +48,7 @@ def hybrid_loss(
     eps_pred, r = out.chunk(2, dim=1)
     simple = flat_mean((eps_pred - eps) ** 2)
     log_var = reverse_log_variance(schedule, t, v=(r + 1) / 2)
-    term = vlb_term(
-        eps_pred.detach(), x0, x_t, t, schedule, log_var=log_var, decoder=decoder
-    )
+    term = vlb_term(eps_pred.detach(), x0, x_t, t, schedule, log_var=log_var, decoder=decoder)
     vlb_bpd = term / (x0[0].numel() * math.log(2.0))
     return simple + vlb_weight * float(schedule.T) * vlb_bpd
 
@@ -88,8 +86,9 @@ class LossSecondMomentSampler:
 
     def update(self, t: Tensor, losses: Tensor) -> None:
         """Record per-example losses at their times (oldest dropped per t)."""
-        for ti, li in zip(t.detach().long().cpu().tolist(), losses.detach().cpu().tolist(),
-                          strict=True):
+        for ti, li in zip(
+            t.detach().long().cpu().tolist(), losses.detach().cpu().tolist(), strict=True
+        ):
             i = ti - 1
             if self.counts[i] >= self.history:
                 self.losses[i] = torch.roll(self.losses[i], -1)

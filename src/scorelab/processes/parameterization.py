@@ -93,8 +93,10 @@ def split_learned_variance(model_fn: ModelFn) -> tuple[ModelFn, ModelFn]:
     def both(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         key = (x, t, x._version, t._version)
         last = cache.get("key")
-        if last is None or any(a is not b for a, b in zip(last[:2], key[:2], strict=True)) or (
-            last[2:] != key[2:]
+        if (
+            last is None
+            or any(a is not b for a, b in zip(last[:2], key[:2], strict=True))
+            or (last[2:] != key[2:])
         ):
             out = model_fn(x, t)
             if out.shape[1] % 2:
