@@ -31,8 +31,9 @@ Run
     .venv/bin/python benchmarks/likelihood.py          # writes benchmarks/results/likelihood.md
     .venv/bin/python benchmarks/likelihood.py --quick  # fewer steps and points: a smoke test
 
-Options: --steps, --n-eval, --threads (default 1), --out PATH. About 5-10 minutes on one core
-of a shared machine.
+Options: --steps (default 10000), --n-eval, --threads (default 1), --out PATH. About 15
+minutes on one core of a loaded shared machine (training is 13 of them). At 4000 steps the
+ODE gap was +0.36 nats: the goal needs the longer training.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _in_model_units(mixture: GaussianMixture, normalizer) -> GaussianMixture:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--n-eval", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
@@ -231,10 +232,12 @@ def _table(rows, true_nll, entropy, args, train_seconds, d, total_seconds) -> st
             goal = (gm, gse)
     if goal is not None:
         ok = abs(goal[0]) <= 0.05
+        ode_mean = float(rows[[r[0] for r in rows].index("L_simple: ODE, exact trace")][1].mean())
         lines += [
             "",
             f"Goal (ODE NLL within 0.05 nats of the true NLL): measured gap "
-            f"{goal[0]:+.4f} ± {goal[1]:.4f} nats for the L_simple model, exact trace: "
+            f"{goal[0]:+.4f} ± {goal[1]:.4f} nats for the L_simple model, exact trace, on the "
+            f"same points ({ode_mean - entropy:+.4f} against the Monte Carlo entropy): "
             f"{'met' if ok else 'NOT met'}.",
         ]
     return "\n".join(lines) + "\n"
