@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench bench-samplers bench-objectives clean
+.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-samplers: $(BIN)/scorelab
 # dsm, ism, ssm, tsm on exact Gaussian mixtures, same network and CPU-time budget each
 bench-objectives: $(BIN)/scorelab
 	$(BIN)/python benchmarks/objectives.py
+
+bench-likelihood: $(BIN)/scorelab
+	$(BIN)/python benchmarks/likelihood.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -194,7 +194,7 @@ def user_module(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv,pattern",
     [
-        (["--data", "ring", "--objective", "nope"], "eps, x0, v, dsm, ism, ssm, tsm"),
+        (["--data", "ring", "--objective", "nope"], "eps, x0, v, hybrid, dsm, ism, ssm, tsm"),
         (["--data", "ring", "--objective", "dsm", "--weighting", "w"], "--weighting must be one"),
         (["--data", "ring", "--objective", "ssm", "--probe", "w"], "--probe must be one"),
         (["--data", "ring", "--objective", "dsm", "--prediction", "v"], "--prediction must be"),

@@ -19,10 +19,14 @@ from scorelab.processes import (
     preconditioned,
     score_from_eps,
 )
+from scorelab.processes.ddpm import Variance, VarianceFn
+from scorelab.processes.parameterization import split_learned_variance
 from scorelab.targets import TargetScore, checked, load_target
-from scorelab.typing import EpsFn, ScoreFn
+from scorelab.typing import EpsFn, Prediction, ScoreFn
 
 MODELS = {"mlp": MLP}
+# ModelConfig.variance -> the reverse variance of p_mean_variance ("learned": the network's)
+MODEL_VARIANCES = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned": None}
 
 
 def build_schedule(cfg: ScheduleConfig) -> DiscreteSchedule:
@@ -43,8 +47,10 @@ def build_model(cfg: ModelConfig, schedule_T: int, *, time_span: float | None = 
         raise ScorelabError(f"unknown model {cfg.name!r}; choose one of: {', '.join(MODELS)}")
     # time_scale maps t in [0, T] (or an SDE's noise label, spanning time_span) onto the
     # 0..1000 range the sinusoidal features are tuned for
+    check_variance(cfg.variance)
+    out_dim = 2 * cfg.dim if cfg.variance == "learned" else cfg.dim
     span = schedule_T if time_span is None else time_span
-    return MLP(cfg.dim, cfg.width, cfg.depth, time_scale=1000 / span)
+    return MLP(cfg.dim, cfg.width, cfg.depth, time_scale=1000 / span, out_dim=out_dim)
 
 
 def build_model_for(cfg: RunConfig, process: DiscreteSchedule | SDE) -> nn.Module:
@@ -59,7 +65,7 @@ def resolve_objective(cfg: RunConfig) -> RunConfig:
     """Check the objective against the process: score objectives run on an SDE (VP by
     default, VE for tsm, whose target needs no rescaling there); eps, x0 and v train the
     discrete schedule."""
-    check_objective(cfg.objective)
+    check_objective(cfg.objective, cfg.model.variance)
     if cfg.objective in SCORE_OBJECTIVES:
         cfg.score.validate()
         if cfg.objective == "tsm" and not cfg.score.target:
@@ -87,9 +93,27 @@ def build_target(cfg: RunConfig) -> TargetScore:
     return checked(load_target(cfg.score.target), f"--target {cfg.score.target}")
 
 
-def check_objective(name: str) -> None:
+def check_variance(name: str) -> None:
+    if name not in MODEL_VARIANCES:
+        raise ScorelabError(
+            f"unknown variance {name!r}; choose one of: {', '.join(MODEL_VARIANCES)}"
+        )
+
+
+def check_objective(name: str, variance: str = "fixed_small") -> None:
     if name not in OBJECTIVES:
         raise ScorelabError(f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}")
+    check_variance(variance)
+    if (name == "hybrid") != (variance == "learned"):
+        raise ScorelabError(
+            "--objective hybrid and --variance learned go together (the hybrid loss trains "
+            "the variance; a learned variance needs the hybrid loss)"
+        )
+
+
+def prediction_of(objective: str) -> Prediction:
+    """What the network's (first) output predicts: the hybrid objective predicts eps."""
+    return "eps" if objective == "hybrid" else objective  # type: ignore[return-value]
 
 
 def build_data(cfg: RunConfig) -> torch.Tensor:
@@ -99,14 +123,28 @@ def build_data(cfg: RunConfig) -> torch.Tensor:
 
 def build_eps_fn(model: nn.Module, cfg: RunConfig, schedule: DiscreteSchedule | SDE) -> EpsFn:
     """The trained network as an eps_fn(x, t) in the model's (normalized) units."""
-    if cfg.sde is None:
-        return as_eps_fn(model, schedule, cfg.objective)
-    return as_eps_fn(preconditioned(model, schedule), schedule, cfg.score.prediction)
+    if cfg.sde is not None:
+        return as_eps_fn(preconditioned(model, schedule), schedule, cfg.score.prediction)
+    if cfg.model.variance == "learned":
+        model, _ = split_learned_variance(model)
+    return as_eps_fn(model, schedule, prediction_of(cfg.objective))
 
 
 def build_score_fn(model: nn.Module, cfg: RunConfig, sde: SDE) -> ScoreFn:
     """The network on an SDE as a score_fn(x, t) = grad log p_t(x) (normalized units)."""
     return score_from_eps(build_eps_fn(model, cfg, sde), sde)
+
+
+def build_eps_and_variance(
+    model: nn.Module, cfg: RunConfig, schedule: DiscreteSchedule | SDE
+) -> tuple[EpsFn, Variance | VarianceFn]:
+    """The eps_fn and the reverse variance ("beta_tilde", "beta" or the learned VarianceFn),
+    sharing one network call per (x, t) for a learned variance."""
+    check_variance(cfg.model.variance)
+    if cfg.model.variance != "learned":
+        return build_eps_fn(model, cfg, schedule), MODEL_VARIANCES[cfg.model.variance]
+    prediction_fn, variance_fn = split_learned_variance(model)
+    return as_eps_fn(prediction_fn, schedule, prediction_of(cfg.objective)), variance_fn
 
 
 def normalizer_of(cfg: RunConfig) -> Normalizer:

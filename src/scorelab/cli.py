@@ -48,6 +48,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -83,7 +93,8 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
             "objective",
             str,
             "eps, x0 or v: what the network predicts and regresses on the discrete "
-            "--schedule (L_simple, Algorithm 1; x0 is the denoiser of seed 002). Score "
+            "--schedule (L_simple, Algorithm 1; x0 is the denoiser of seed 002); hybrid: eps "
+            "with L_simple + lambda L_vlb, for --variance learned. Score "
             "matching on an --sde (VP unless given): dsm (denoising, weighted by --weighting), "
             "ism (implicit, Hyvarinen 2005: exact divergence by autograd, one backward pass "
             "per dimension, so for low dimension only), ssm (sliced: --probes random "
@@ -152,6 +163,26 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
             _positive_int,
             "tsm without --data: dimension of the target's samples (otherwise the data's; "
             f"default: {m.dim})",
+        ),
+        (
+            "--variance",
+            "model.variance",
+            str,
+            "reverse variance: fixed_small (beta_tilde), fixed_large (beta) or learned "
+            "(improved DDPM; needs --objective hybrid) (default: fixed_small)",
+        ),
+        (
+            "--vlb-weight",
+            "train.vlb_weight",
+            _nonneg_float,
+            f"hybrid objective: the weight lambda of L_vlb (default: {t.vlb_weight})",
+        ),
+        (
+            "--t-sampling",
+            "train.t_sampling",
+            str,
+            "how t is drawn: uniform, or second-moment (importance sampling by the "
+            "loss' second moment, improved DDPM) (default: uniform)",
         ),
         (
             "--schedule",
@@ -320,6 +351,65 @@ def _add_sample(sub) -> None:
     )
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="negative log-likelihood of data under a trained run (VLB or PF-ODE)",
+        description="The NLL in nats per example and bits per dimension, mean with its "
+        "standard error, in the data's own units (the run's normalization is accounted for). "
+        "--nll vlb: the variational bound over all T steps (Ho et al. 2020), and a plot of "
+        "its per-step terms; --nll ode: the exact likelihood through the probability-flow ODE "
+        "(Song et al. 2021), at the stated solver tolerances, with its NFE.",
+    )
+    p.add_argument("run_dir", type=Path, help="run directory written by `scorelab train`")
+    p.add_argument("--nll", required=True, choices=["vlb", "ode"], help="which likelihood")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="a built-in dataset name or an (N, d) .npy file, in the training data's units "
+        "(default: fresh points from the run's own dataset)",
+    )
+    p.add_argument(
+        "--n",
+        type=_positive_int,
+        default=None,
+        help="examples to evaluate (default: 1000 for a dataset name, all rows of a .npy)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=1,
+        help="seed of the data drawn by name, of the VLB's x_t and of the probes (default: 1)",
+    )
+    p.add_argument(
+        "--divergence",
+        choices=["exact", "hutchinson"],
+        default="exact",
+        help="ode: exact trace (autograd, low dimension) or Hutchinson (default: exact)",
+    )
+    p.add_argument(
+        "--probes",
+        type=_positive_int,
+        default=1,
+        help="ode, hutchinson: Rademacher probes per trajectory (default: 1)",
+    )
+    p.add_argument("--rtol", type=_positive_float, default=1e-5, help="ode: rtol (default: 1e-5)")
+    p.add_argument("--atol", type=_positive_float, default=1e-5, help="ode: atol (default: 1e-5)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="vlb: where to write the per-step plot (default: RUN_DIR/vlb_terms.png)",
+    )
+    p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    p.add_argument(
+        "--weights",
+        default="ema",
+        choices=["ema", "raw"],
+        help="which weights to evaluate (default: ema)",
+    )
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
@@ -350,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_sample(sub)
+    _add_eval(sub)
     _add_demo(sub)
     sub.add_parser("samplers", help="list the samplers with their papers and NFE per step")
     p = sub.add_parser("env", help="print versions and devices, for bug reports")
@@ -464,6 +555,53 @@ def _sampler_options(args: argparse.Namespace) -> dict:
     return given
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from scorelab.data import DATASETS, check_array, load_dataset
+    from scorelab.evaluation import evaluate_nll, vlb_breakdown
+    from scorelab.run import load_run
+
+    run = load_run(args.run_dir, weights=args.weights)
+    name = run.config.data if args.data is None else args.data
+    if name in DATASETS:
+        data = load_dataset(name, args.n or 1000, seed=args.seed)
+    else:
+        data = load_dataset(name)
+        if args.n is not None:
+            data = data[: args.n]
+    data = check_array(data, name)
+    report = evaluate_nll(
+        run,
+        data,
+        method=args.nll,
+        seed=args.seed,
+        divergence=args.divergence,
+        probes=args.probes,
+        rtol=args.rtol,
+        atol=args.atol,
+    )
+    out = report.to_dict()
+    if args.nll == "vlb":
+        plot = args.plot or args.run_dir / "vlb_terms.png"
+        try:
+            vlb_breakdown(report.per_t_nats, plot, f"VLB per step: {name}, {report.n} examples")
+        except OSError as e:
+            raise ScorelabError(f"cannot write {plot}: {e.strerror or e}") from None
+        out["plot"] = str(plot)
+    if args.format == "json":
+        print(json.dumps(out))
+        return 0
+    extra = f", {report.nfe} NFE" if report.nfe is not None else ""
+    print(
+        f"NLL ({args.nll}, {report.settings['variance']} variance) on {name}: "
+        f"{report.nll_nats:.4f} ± {report.stderr_nats:.4f} nats/example, "
+        f"{report.nll_bits_per_dim:.4f} ± {report.stderr_bits_per_dim:.4f} bits/dim "
+        f"(n={report.n}, d={report.dim}, data units{extra}, {report.seconds:.1f}s)"
+    )
+    if "plot" in out:
+        print(f"wrote the per-step VLB terms to {out['plot']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from scorelab.demo import run_demo
 
@@ -512,6 +650,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
+    "eval": cmd_eval,
     "demo": cmd_demo,
     "samplers": cmd_samplers,
     "env": cmd_env,

@@ -12,6 +12,8 @@ from typing import Any
 
 from scorelab.errors import CheckpointError, ScorelabError
 
+T_SAMPLINGS = ("uniform", "second-moment")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -19,6 +21,9 @@ class ModelConfig:
     dim: int = 2
     width: int = 128
     depth: int = 3
+    # reverse variance: fixed_small (beta_tilde), fixed_large (beta) or learned (the network
+    # also outputs v, log Sigma = v log beta + (1 - v) log beta_tilde; Nichol & Dhariwal 2021)
+    variance: str = "fixed_small"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,10 @@ class TrainConfig:
     ckpt_every: int = 1000
     log_every: int = 25
     max_bad_steps: int = 5
+    # the hybrid objective's weight lambda of L_vlb, and how it draws t (uniform, or
+    # importance sampling by the loss' second moment: "second-moment")
+    vlb_weight: float = 1e-3
+    t_sampling: str = "uniform"
 
     def validate(self) -> None:
         checks = [
@@ -97,6 +106,11 @@ class TrainConfig:
             (self.ckpt_every >= 1, f"--ckpt-every must be >= 1, got {self.ckpt_every}"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.max_bad_steps >= 1, "max_bad_steps must be >= 1"),
+            (self.vlb_weight >= 0, f"--vlb-weight must be >= 0, got {self.vlb_weight}"),
+            (
+                self.t_sampling in T_SAMPLINGS,
+                f"--t-sampling must be one of {', '.join(T_SAMPLINGS)}, got {self.t_sampling!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -18,19 +18,26 @@ from torch import Tensor, nn
 
 from scorelab.build import (
     build_data,
-    build_eps_fn,
+    build_eps_and_variance,
     build_model_for,
     build_process,
     build_score_fn,
     build_target,
     normalizer_of,
+    prediction_of,
     resolve_objective,
 )
 from scorelab.config import RunConfig, apply_overrides, config_differences
 from scorelab.data import Normalizer, check_array
 from scorelab.errors import CheckpointError, ScorelabError
-from scorelab.objectives import diffusion_loss, score_matching_loss
+from scorelab.objectives import (
+    LossSecondMomentSampler,
+    diffusion_loss,
+    hybrid_loss,
+    score_matching_loss,
+)
 from scorelab.processes import SDE, DiscreteSchedule
+from scorelab.processes.ddpm import Variance, VarianceFn
 from scorelab.samplers import SampleResult, sample
 from scorelab.training.checkpoint import (
     CHECKPOINT,
@@ -101,6 +108,11 @@ def train(
         if target is None:
             raise ScorelabError("--data is required (only --objective tsm can do without it)")
         cfg = cfg.replace(data=str(_langevin_data(cfg, target, out, log)))
+    if resume_overrides is not None and cfg.train.t_sampling != "uniform":
+        raise ScorelabError(
+            "resuming a run with --t-sampling second-moment is not supported: the sampler's "
+            "loss history is not checkpointed"
+        )
     data = check_array(build_data(cfg), cfg.data)
     if cfg.normalizer is None:
         cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
@@ -134,14 +146,7 @@ def _loss_fn(cfg: RunConfig, process, target) -> Callable[..., Tensor]:
     SDE. Data are normalized, x' = (x - shift) / scale, so the clean score there is
     scale * grad log p_0(decode(x'))."""
     if cfg.sde is None:
-        prediction = cfg.objective
-
-        def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
-            return diffusion_loss(
-                net, x0, schedule=process, prediction=prediction, generator=generator
-            )
-
-        return loss_fn
+        return make_loss_fn(cfg, process)
     clean = None
     if target is not None:
         norm = normalizer_of(cfg)
@@ -188,6 +193,42 @@ def _langevin_data(cfg: RunConfig, target, out: Path, log: Callable[[str], None]
     return path
 
 
+def make_loss_fn(
+    cfg: RunConfig, schedule: DiscreteSchedule
+) -> Callable[[nn.Module, Tensor, torch.Generator], Tensor]:
+    """The per-example loss of cfg.objective: L_simple-style regression, or the hybrid loss
+    (learned variance), with t uniform or importance-sampled by the loss' second moment."""
+    prediction = prediction_of(cfg.objective)
+    hybrid = cfg.objective == "hybrid"
+    sampler = (
+        LossSecondMomentSampler(schedule.T) if cfg.train.t_sampling == "second-moment" else None
+    )
+
+    def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
+        t, weights = None, None
+        if sampler is not None:
+            t, weights = sampler.sample(x0.shape[0], generator=generator, device=x0.device)
+        if hybrid:
+            loss = hybrid_loss(
+                net,
+                x0,
+                schedule=schedule,
+                vlb_weight=cfg.train.vlb_weight,
+                generator=generator,
+                t=t,
+            )
+        else:
+            loss = diffusion_loss(
+                net, x0, schedule=schedule, prediction=prediction, generator=generator, t=t
+            )
+        if sampler is None:
+            return loss
+        sampler.update(t, loss)
+        return loss * weights
+
+    return loss_fn
+
+
 @dataclass
 class Run:
     """A trained run loaded back: config, EMA (or raw) network, process (a DiscreteSchedule or
@@ -202,7 +243,12 @@ class Run:
 
     @property
     def eps_fn(self) -> EpsFn:
-        return build_eps_fn(self.model, self.config, self.schedule)
+        return build_eps_and_variance(self.model, self.config, self.schedule)[0]
+
+    @property
+    def variance(self) -> Variance | VarianceFn:
+        """The reverse variance: "beta_tilde", "beta", or the network's learned VarianceFn."""
+        return build_eps_and_variance(self.model, self.config, self.schedule)[1]
 
     def sample(
         self,
@@ -218,13 +264,16 @@ class Run:
         if n < 1:
             raise ScorelabError(f"--n must be >= 1, got {n}")
         generator = torch.Generator().manual_seed(seed)
+        eps_fn, variance = build_eps_and_variance(self.model, self.config, self.schedule)
+        if sampler == "ddpm" and options.get("variance") is None and variance != "beta_tilde":
+            options["variance"] = variance  # the run's own (fixed large or learned)
         if options.get("variance") == "analytic" and "gamma" not in options:
             # Analytic-DPM's Gamma_t from (up to 2000 of) the training data, in model units
             data = build_data(self.config)
             pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
             options.setdefault("data", self.normalizer.encode(data[pick[:2000]]))
         result = sample(
-            self.eps_fn,
+            eps_fn,
             (n, self.config.model.dim),
             self.schedule,
             sampler,

@@ -1,6 +1,20 @@
 """Metrics and pictures."""
 
 from scorelab.evaluation.metrics import sliced_wasserstein
-from scorelab.evaluation.plots import loss_curve, scatter_vs_data, trajectory_panels
+from scorelab.evaluation.nll import NLLReport, evaluate_nll
+from scorelab.evaluation.plots import (
+    loss_curve,
+    scatter_vs_data,
+    trajectory_panels,
+    vlb_breakdown,
+)
 
-__all__ = ["loss_curve", "scatter_vs_data", "sliced_wasserstein", "trajectory_panels"]
+__all__ = [
+    "NLLReport",
+    "evaluate_nll",
+    "loss_curve",
+    "scatter_vs_data",
+    "sliced_wasserstein",
+    "trajectory_panels",
+    "vlb_breakdown",
+]

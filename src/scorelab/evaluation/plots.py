@@ -80,3 +80,18 @@ def loss_curve(metrics_csv: Path, path: Path) -> Path:
     ax2.set_ylabel("learning rate", color="tab:gray")
     ax.set_title("training loss")
     return _save(fig, path)
+
+
+def vlb_breakdown(per_t_nats: Sequence[float], path: Path, title: str = "") -> Path:
+    """The mean VLB term against t: L_{t-1} for t = 2..T on a log axis, L_0 and L_T noted."""
+    T = len(per_t_nats) - 1
+    l0, lT, kl = per_t_nats[0], per_t_nats[-1], per_t_nats[1:-1]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = list(range(2, T + 1))
+    ax.plot(steps, [max(v, 1e-12) for v in kl], lw=1, label="$L_{t-1}$ (KL, nats)")
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("mean term (nats, model units)")
+    ax.set_title(title or "VLB per step")
+    ax.legend(title=f"$L_0$ = {l0:.3g}, $L_T$ = {lT:.3g}", loc="upper right")
+    return _save(fig, path)

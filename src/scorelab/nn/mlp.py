@@ -19,16 +19,24 @@ class ResidualBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """forward(x (B, d), t (B,)) -> (B, d): a prediction of eps, x0, v or the score."""
+    """forward(x (B, d), t (B,)) -> (B, out_dim): a prediction of eps, x0, v or the score
+    (out_dim = d), or with a learned variance also its interpolation weight (out_dim = 2d)."""
 
-    def __init__(self, dim: int, width: int = 128, depth: int = 3, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        width: int = 128,
+        depth: int = 3,
+        time_scale: float = 1.0,
+        out_dim: int | None = None,
+    ) -> None:
         super().__init__()
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError("dim, width and depth must be positive")
         self.time = TimeEmbedding(width, time_scale)
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, dim))
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, out_dim or dim))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         temb = self.time(t)

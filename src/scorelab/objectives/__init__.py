@@ -1,6 +1,7 @@
 """Losses: pure functions returning one value per example, shape (B,)."""
 
 from scorelab.objectives.denoising import diffusion_loss, sample_timesteps
+from scorelab.objectives.hybrid import LossSecondMomentSampler, hybrid_loss
 from scorelab.objectives.score_matching import (
     SCORE_OBJECTIVES,
     WEIGHTINGS,
@@ -11,17 +12,20 @@ from scorelab.objectives.score_matching import (
 )
 
 # eps, x0, v: the discrete schedule's denoising loss (diffusion_loss), named by what the
-# network predicts; dsm, ism, ssm, tsm: score matching on an SDE (score_matching_loss).
+# network predicts; hybrid: L_simple + lambda L_vlb for a learned-variance network predicting
+# eps; dsm, ism, ssm, tsm: score matching on an SDE (score_matching_loss).
 DENOISING_OBJECTIVES: tuple[str, ...] = ("eps", "x0", "v")
-OBJECTIVES: tuple[str, ...] = DENOISING_OBJECTIVES + SCORE_OBJECTIVES
+OBJECTIVES: tuple[str, ...] = DENOISING_OBJECTIVES + ("hybrid",) + SCORE_OBJECTIVES
 
 __all__ = [
     "DENOISING_OBJECTIVES",
     "OBJECTIVES",
+    "LossSecondMomentSampler",
     "SCORE_OBJECTIVES",
     "WEIGHTINGS",
     "diffusion_loss",
     "esm_loss",
+    "hybrid_loss",
     "ism_loss",
     "sample_timesteps",
     "score_matching_loss",

@@ -113,6 +113,42 @@ def preconditioned(net: ModelFn, schedule: Schedule) -> ModelFn:
     return model_fn
 
 
+def split_learned_variance(model_fn: ModelFn) -> tuple[ModelFn, ModelFn]:
+    """Split a network that outputs 2C channels along dim 1 into (prediction_fn, variance_fn).
+
+    The first C channels are the prediction (eps, x0, v or score: wrap them with as_eps_fn);
+    the last C are r in roughly [-1, 1], returned as the interpolation weight v = (r + 1) / 2
+    of log Sigma = v log beta + (1 - v) log beta_tilde (improved DDPM's convention). The two
+    functions share one network call when given the same x and t objects in a row, as
+    p_mean_variance and the VLB do.
+    """
+    cache: dict[str, object] = {}
+
+    def both(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        key = (x, t, x._version, t._version)
+        last = cache.get("key")
+        if (
+            last is None
+            or any(a is not b for a, b in zip(last[:2], key[:2], strict=True))
+            or (last[2:] != key[2:])
+        ):
+            out = model_fn(x, t)
+            if out.shape[1] % 2:
+                raise ScorelabError(
+                    f"a learned-variance network must output 2C channels, got {out.shape[1]}"
+                )
+            cache["key"], cache["out"] = key, out.chunk(2, dim=1)
+        return cache["out"]  # type: ignore[return-value]
+
+    def prediction_fn(x: Tensor, t: Tensor) -> Tensor:
+        return both(x, t)[0]
+
+    def variance_fn(x: Tensor, t: Tensor) -> Tensor:
+        return (both(x, t)[1] + 1) / 2
+
+    return prediction_fn, variance_fn
+
+
 def from_score(score_fn: ScoreFn, schedule: Schedule) -> EpsFn:
     """eps_fn from a score function: eps = -sigma_t * score."""
     return as_eps_fn(score_fn, schedule, "score")
@@ -151,6 +187,7 @@ __all__ = [
     "from_score",
     "preconditioned",
     "score_from_eps",
+    "split_learned_variance",
     "target",
     "to_eps",
 ]

@@ -18,7 +18,9 @@ from scorelab.errors import ScorelabError
 from scorelab.processes.ddpm import (
     VARIANCES,
     Variance,
+    VarianceFn,
     analytic_variance,
+    p_mean_variance,
     q_sample,
     score_step_coefficients,
 )
@@ -82,7 +84,7 @@ def sample_ddpm(
     schedule: Schedule,
     timesteps: Tensor,
     *,
-    variance: Variance | str = "beta_tilde",
+    variance: Variance | VarianceFn | str = "beta_tilde",
     gamma: Tensor | None = None,
     data: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -93,8 +95,11 @@ def sample_ddpm(
     The mean (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) is A_t x_t - B_t / sigma_t
     eps with the coefficients of score_step_coefficients, computed once for the whole grid.
     variance="analytic" is Analytic-DPM's (Bao et al. 2022): it takes gamma from analytic_gamma,
-    or data (x_0 samples) to estimate it with K extra eps_fn calls per 1000 examples.
+    or data (x_0 samples) to estimate it with K extra eps_fn calls per 1000 examples. A
+    callable variance is a learned one, (x_t, t) -> v (improved DDPM; see p_mean_variance).
     """
+    if callable(variance):  # a learned variance: Sigma depends on x_t, so step with tensors
+        return _sample_ddpm_learned(eps_fn, x, schedule, timesteps, variance, generator, callback)
     if variance == "analytic" and gamma is None and data is not None:
         gamma = analytic_gamma(eps_fn, schedule, timesteps, data.to(x), generator=generator)
     A, B, C = _step_coefficients(schedule, timesteps, variance, gamma)
@@ -108,6 +113,19 @@ def sample_ddpm(
             x = x.add_(randn_like(x, generator), alpha=math.sqrt(C[i]))
         if callback is not None:
             callback(i, batch_times(timesteps[i + 1], x), x, x0)
+    return x
+
+
+def _sample_ddpm_learned(eps_fn, x, schedule, timesteps, variance_fn, generator, callback):
+    """Algorithm 2 with the network's own Sigma(x_t, t): the literal p_mean_variance step."""
+    for i in range(len(timesteps) - 1):
+        t, s = batch_times(timesteps[i], x), batch_times(timesteps[i + 1], x)
+        step = p_mean_variance(eps_fn, x, t, schedule, s, variance=variance_fn)
+        x = step.mean
+        if timesteps[i + 1] > 0:
+            x = x + step.var.sqrt() * randn_like(x, generator)
+        if callback is not None:
+            callback(i, s, x, step.x0)
     return x
 
 

@@ -1,0 +1,205 @@
+"""The PF-ODE log-likelihood against exact densities, Hutchinson's unbiasedness, dequantization,
+the data normalization's log-determinant, and learned-variance hybrid training end to end."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig
+from scorelab.data import Normalizer
+from scorelab.evaluation import evaluate_nll
+from scorelab.likelihood import dequantize, ode_log_likelihood, vlb
+from scorelab.objectives import LossSecondMomentSampler, hybrid_loss
+from scorelab.oracle import GaussianMixture
+from scorelab.processes import make_schedule
+from scorelab.run import Run, load_run, train
+
+
+def _true_log_prob(mixture, schedule, x, t0):
+    return mixture.log_prob(x, schedule.alpha_bar(torch.tensor(t0, dtype=torch.float64)))
+
+
+def test_ode_likelihood_of_gaussian_data_is_exact():
+    """Gaussian data with the exact eps and the exact p_T: log p_{t0}(x) to solver tolerance."""
+    g = GaussianMixture(torch.ones(1), torch.tensor([[0.7, -0.4, 0.1]]), torch.tensor([0.2]))
+    sched = make_schedule("linear", T=100)
+    x, _ = g.sample(30, generator=torch.Generator().manual_seed(0))
+    a_T = sched.alpha_bar(torch.tensor(100.0, dtype=torch.float64))
+    res = ode_log_likelihood(
+        g.eps_fn(sched),
+        x,
+        sched,
+        t0=0.1,
+        rtol=1e-8,
+        atol=1e-8,
+        prior_log_prob=lambda y: g.log_prob(y, a_T),
+    )
+    err = res.log_prob - _true_log_prob(g, sched, x, 0.1)
+    assert float(err.abs().max()) < 1e-5, err
+    assert res.nfe > 0 and res.t0 == 0.1
+    assert torch.allclose(res.bits_per_dim(), -res.log_prob / (3 * math.log(2)))
+
+
+def test_ode_nll_of_a_mixture_with_its_exact_score(mixture_2d):
+    """The standard N(0, I) prior and default tolerance: mean NLL within 1e-3 nats."""
+    sched = make_schedule("linear", T=1000)
+    x, _ = mixture_2d.sample(200, generator=torch.Generator().manual_seed(1))
+    res = ode_log_likelihood(mixture_2d.eps_fn(sched), x, sched)
+    err = res.log_prob - _true_log_prob(mixture_2d, sched, x, res.t0)
+    assert abs(float(err.mean())) < 1e-3 and float(err.abs().max()) < 2e-2
+    assert res.nfe < 400
+
+
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+def test_hutchinson_ode_likelihood_is_unbiased(mixture_2d, distribution):
+    """Replicas of 4 points, each with its own probes held along its trajectory: the mean
+    estimate per point lies within 4 standard errors of the exact-trace value."""
+    sched = make_schedule("linear", T=100)
+    x, _ = mixture_2d.sample(4, generator=torch.Generator().manual_seed(2))
+    reps = 100
+    xr = x.repeat(reps, 1)
+    exact = ode_log_likelihood(mixture_2d.eps_fn(sched), x, sched).log_prob
+    est = ode_log_likelihood(
+        mixture_2d.eps_fn(sched),
+        xr,
+        sched,
+        divergence="hutchinson",
+        probes=1,
+        distribution=distribution,
+        generator=torch.Generator().manual_seed(3),
+    ).log_prob.reshape(reps, 4)
+    mean, se = est.mean(0), est.std(0) / math.sqrt(reps)
+    assert (se > 0).all()  # the probes do vary the estimate
+    assert ((mean - exact).abs() < 4 * se + 1e-4).all(), (mean - exact, se)
+
+
+def test_dequantization_bounds_the_discrete_nll():
+    """For a Gaussian density, E_u[-log p(x + u w)] - log w >= -log P(bin of x), and y stays
+    inside the bin of x."""
+    x = (torch.arange(256, dtype=torch.float64) / 127.5 - 1).repeat(200)[:, None]
+    y, log_volume = dequantize(x, generator=torch.Generator().manual_seed(0))
+    width = 2 / 255
+    assert ((y - x).abs() <= width / 2 + 1e-12).all()
+    assert torch.allclose(log_volume, torch.full((x.shape[0],), math.log(width), dtype=x.dtype))
+    m, s = 0.1, 0.3
+    normal = torch.distributions.Normal(torch.tensor(m, dtype=torch.float64), s)
+    est = (-normal.log_prob(y[:, 0]) - log_volume).reshape(200, 256)
+    grid = x[:256, 0]
+    # E_u[-log p(x + u w)] in closed form: (x - m)^2 + w^2 / 12 in place of (x - m)^2
+    bound = 0.5 * math.log(2 * math.pi * s**2) + ((grid - m) ** 2 + width**2 / 12) / (2 * s**2)
+    bound = bound - math.log(width)
+    assert ((est.mean(0) - bound).abs() < 4 * est.std(0) / math.sqrt(200) + 1e-9).all()
+    p_bin = normal.cdf(grid + width / 2) - normal.cdf(grid - width / 2)
+    assert (bound >= -torch.log(p_bin) - 1e-9).all()
+
+
+class _OracleNet(nn.Module):
+    """A 'network' whose eps is a mixture's exact eps: tests runs without training."""
+
+    def __init__(self, mixture, schedule):
+        super().__init__()
+        self.eps_fn = mixture.eps_fn(schedule)
+
+    def forward(self, x, t):
+        return self.eps_fn(x, t)
+
+
+def test_eval_accounts_for_the_normalization(mixture_2d):
+    """Data in its own units, a model in normalized units: evaluate_nll (ODE) gives the
+    data's exact NLL, d log(scale) included; the VLB bounds it."""
+    shift, scale = (1.0, -2.0), 3.0
+    norm = Normalizer(shift, scale)
+    sh = torch.tensor(shift, dtype=torch.float64)
+    in_model_units = GaussianMixture(
+        mixture_2d.weights, (mixture_2d.means - sh) / scale, mixture_2d.variances / scale**2
+    )
+    sched = make_schedule("linear", T=200)
+    cfg = RunConfig(schedule=ScheduleConfig("linear", 200), normalizer=norm.to_dict())
+    run = Run(Path("."), cfg, _OracleNet(in_model_units, sched), sched, norm, 0)
+    x, _ = mixture_2d.sample(300, generator=torch.Generator().manual_seed(4))
+    report = evaluate_nll(run, x.float(), method="ode")
+    t0 = report.settings["t0"]
+    a0 = sched.alpha_bar(torch.tensor(t0, dtype=torch.float64))
+    true = -(in_model_units.log_prob(norm.encode(x), a0) - 2 * math.log(scale))
+    assert report.nll_nats == pytest.approx(float(true.mean()), abs=5e-3)
+    assert report.n == 300 and report.nfe > 0
+    bound = evaluate_nll(run, x.float(), method="vlb")
+    assert bound.nll_nats > report.nll_nats - 3 * bound.stderr_nats
+    assert len(bound.per_t_nats) == 201
+
+
+def test_second_moment_sampler_is_uniform_then_importance_weighted():
+    s = LossSecondMomentSampler(4, history=2, uniform_prob=0.0)
+    assert torch.allclose(s.probabilities(), torch.full((4,), 0.25, dtype=torch.float64))
+    for _ in range(2):
+        s.update(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 1.0, 2.0, 4.0]))
+    p = s.probabilities()
+    assert torch.allclose(p, torch.tensor([1.0, 1.0, 2.0, 4.0], dtype=torch.float64) / 8)
+    t, w = s.sample(20_000, generator=torch.Generator().manual_seed(0))
+    losses = torch.tensor([1.0, 1.0, 2.0, 4.0])[t.long() - 1]
+    assert float((w * losses).mean()) == pytest.approx(2.0, rel=0.03)  # E_uniform[L] = 2
+
+
+def test_hybrid_loss_stops_the_mean_gradient_in_the_vlb_term():
+    sched = make_schedule("linear", T=10)
+    x0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    net = nn.Linear(2, 4)
+    t = torch.full((8,), 5.0)
+    loss = hybrid_loss(
+        lambda x, tt: net(x),
+        x0,
+        schedule=sched,
+        vlb_weight=1.0,
+        t=t,
+        generator=torch.Generator().manual_seed(1),
+    ).mean()
+    loss.backward()
+    grad_mean = net.weight.grad[:2].clone()
+    net.zero_grad()
+    simple = hybrid_loss(
+        lambda x, tt: net(x),
+        x0,
+        schedule=sched,
+        vlb_weight=0.0,
+        t=t,
+        generator=torch.Generator().manual_seed(1),
+    ).mean()
+    simple.backward()
+    assert torch.allclose(grad_mean, net.weight.grad[:2])  # the mean sees only L_simple
+    assert net.weight.grad[2:].abs().sum() == 0  # L_simple does not touch the variance
+
+
+@pytest.mark.parametrize("t_sampling", ["uniform", "second-moment"])
+def test_learned_variance_hybrid_training_end_to_end(tmp_path, t_sampling):
+    cfg = RunConfig(
+        data="ring",
+        n_data=2000,
+        objective="hybrid",
+        model=ModelConfig(width=32, depth=1, variance="learned"),
+        schedule=ScheduleConfig("linear", 50),
+        train=TrainConfig(
+            steps=150,
+            batch_size=128,
+            lr=3e-3,
+            warmup=10,
+            log_every=1,
+            ckpt_every=150,
+            t_sampling=t_sampling,
+        ),
+    )
+    result = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert all(math.isfinite(v) for v in losses) and result.bad_steps == 0
+    assert sum(losses[-30:]) / 30 < sum(losses[:30]) / 30
+    run = load_run(tmp_path / "run")
+    assert callable(run.variance)
+    x = run.normalizer.encode(torch.randn(64, 2) + 1)
+    res = vlb(run.eps_fn, x, run.schedule, variance=run.variance)
+    assert torch.isfinite(res.total).all()
+    samples, info = run.sample(32, steps=10)  # ancestral sampling with the learned variance
+    assert torch.isfinite(samples).all() and info.nfe == 10

@@ -1,0 +1,178 @@
+"""The variational bound: its terms against closed forms and torch.distributions, and the total
+against the exact NLL of Gaussian data under the exact eps."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.distributions import Normal, kl_divergence
+
+from scorelab.likelihood import bits_per_dim, vlb
+from scorelab.oracle import GaussianMixture
+from scorelab.processes import make_schedule, p_mean_variance, posterior_variance
+from scorelab.processes.ddpm import (
+    discretized_gaussian_log_likelihood,
+    gaussian_log_likelihood,
+    normal_kl,
+    prior_kl,
+    reverse_log_variance,
+    vlb_term,
+)
+from scorelab.processes.parameterization import split_learned_variance
+
+finite = st.floats(-3, 3)
+positive = st.floats(0.01, 4)
+
+
+@given(finite, positive, finite, positive)
+def test_normal_kl_matches_torch_distributions(m1, v1, m2, v2):
+    ours = normal_kl(*(torch.tensor([a], dtype=torch.float64) for a in (m1, v1, m2, v2)))
+    m1, s1, m2, s2 = (torch.tensor(a, dtype=torch.float64) for a in (m1, v1, m2, v2))
+    ref = kl_divergence(Normal(m1, s1.sqrt()), Normal(m2, s2.sqrt()))
+    assert float(ours) == pytest.approx(float(ref), rel=1e-9, abs=1e-12)
+
+
+@given(finite, finite, positive)
+def test_gaussian_log_likelihood_matches_torch(x, m, v):
+    ours = gaussian_log_likelihood(*(torch.tensor([a], dtype=torch.float64) for a in (x, m, v)))
+    m, v = torch.tensor(m, dtype=torch.float64), torch.tensor(v, dtype=torch.float64)
+    ref = Normal(m, v.sqrt()).log_prob(torch.tensor(x, dtype=torch.float64))
+    assert float(ours) == pytest.approx(float(ref), rel=1e-10)
+
+
+@given(st.floats(-1.5, 1.5), st.floats(1e-4, 1.0))
+def test_discretized_decoder_sums_to_one_and_matches_cdf_differences(mean, std):
+    bins = torch.arange(256, dtype=torch.float64) / 127.5 - 1
+    mean_t = torch.full_like(bins, mean)
+    var = torch.full_like(bins, std**2)
+    log_p = discretized_gaussian_log_likelihood(bins, mean_t, var)
+    assert torch.isfinite(log_p).all()
+    assert float(torch.logsumexp(log_p, 0).exp()) == pytest.approx(1.0, abs=1e-9)
+    normal = Normal(torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
+    half = 1 / 255
+    ref = normal.cdf(bins + half) - normal.cdf(bins - half)
+    ref[0], ref[-1] = normal.cdf(bins[0] + half), 1 - normal.cdf(bins[-1] - half)
+    big = ref > 1e-6  # where the CDF difference itself is accurate
+    assert torch.allclose(log_p[big].exp(), ref[big], rtol=1e-6, atol=1e-12)
+
+
+def test_prior_kl_is_l_t_formula(generator):
+    sched = make_schedule("linear", T=50)
+    x0 = torch.randn(7, 3, generator=generator, dtype=torch.float64) * 2
+    ab = sched.alpha_bar(torch.tensor(50.0, dtype=torch.float64))
+    formula = 0.5 * (ab * x0**2 + (1 - ab) - 1 - torch.log(1 - ab)).sum(1)
+    one = torch.ones_like(x0)
+    ref = kl_divergence(Normal(ab.sqrt() * x0, (1 - ab).sqrt() * one), Normal(0 * one, one)).sum(1)
+    assert torch.allclose(prior_kl(sched, x0), formula, rtol=1e-10)
+    assert torch.allclose(prior_kl(sched, x0), ref, rtol=1e-8)
+
+
+def test_reverse_log_variance_interpolates_and_clips_the_first_step():
+    sched = make_schedule("cosine", T=20)
+    t = torch.arange(1, 21, dtype=torch.float64)
+    log_beta = reverse_log_variance(sched, t, variance="beta")
+    log_tilde = reverse_log_variance(sched, t, variance="beta_tilde")
+    assert torch.allclose(log_beta, torch.log(sched.betas))
+    assert torch.allclose(log_tilde[1:], torch.log(posterior_variance(sched, t[1:])))
+    assert log_tilde[0] == log_tilde[1]  # beta_tilde_1 = 0 is clipped to beta_tilde_2
+    v = torch.full((20, 2), 0.25, dtype=torch.float64)
+    mixed = reverse_log_variance(sched, t, v=v)
+    assert torch.allclose(mixed[:, 0], 0.25 * log_beta + 0.75 * log_tilde)
+
+
+def _gaussian(mu=(0.5, -0.3), var=0.3):
+    return GaussianMixture(torch.ones(1), torch.tensor([mu]), torch.tensor([var]))
+
+
+def test_vlb_terms_layout_and_kl_against_torch(generator):
+    sched = make_schedule("linear", T=8)
+    g = _gaussian()
+    x0, _ = g.sample(16, generator=generator)
+    res = vlb(g.eps_fn(sched), x0, sched, generator=generator)
+    assert res.terms.shape == (16, 9) and res.dim == 2
+    assert torch.allclose(res.terms.sum(1), res.total)
+    assert torch.allclose(res.terms[:, -1], prior_kl(sched, x0))
+    assert torch.allclose(res.bits_per_dim, res.total / (2 * math.log(2)))
+    assert float(bits_per_dim(2 * math.log(2), 2)) == pytest.approx(1.0)
+    # one term by hand: KL of the true posterior to p_theta at t = 5 via torch.distributions
+    t = torch.full((16,), 5.0, dtype=torch.float64)
+    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    ab = sched.alpha_bar(t)[:, None]
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    step = p_mean_variance(g.eps_fn(sched), x_t, t, sched, variance="beta")
+    ab_s = sched.alpha_bar(t - 1)[:, None]
+    beta = 1 - ab / ab_s
+    q_mean = (ab_s.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_s) * x_t) / (1 - ab)
+    q_std = ((1 - ab_s) / (1 - ab) * beta).sqrt()
+    ref = kl_divergence(Normal(q_mean, q_std), Normal(step.mean, step.var.sqrt())).sum(1)
+    ours = vlb_term(
+        g.eps_fn(sched)(x_t, t),
+        x0,
+        x_t,
+        t,
+        sched,
+        log_var=reverse_log_variance(sched, t, variance="beta"),
+    )
+    assert torch.allclose(ours, ref, rtol=1e-8)
+
+
+@pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
+def test_vlb_bounds_the_exact_nll_and_the_gap_shrinks_with_T(variance):
+    """Gaussian data N(mu, s^2 I) with the exact eps: E[L_VLB] >= -log p(x_0), and the gap
+    (mean over examples, with its standard error) gets smaller as T grows."""
+    g = _gaussian()
+    gen = torch.Generator().manual_seed(0)
+    x0, _ = g.sample(1000, generator=gen)
+    nll = -g.log_prob(x0)
+    gaps = []
+    for T in (10, 40, 160):
+        sched = make_schedule("linear", T=T)
+        gap = vlb(g.eps_fn(sched), x0, sched, variance=variance, generator=gen).total - nll
+        mean, se = float(gap.mean()), float(gap.std()) / math.sqrt(len(gap))
+        assert mean > -3 * se, (T, mean, se)
+        gaps.append((mean, se))
+    assert gaps[0][0] > gaps[1][0] and gaps[1][0] > gaps[2][0] - 3 * gaps[2][1], gaps
+
+
+def test_learned_variance_at_v_one_is_fixed_large():
+    """A VarianceFn returning v = 1 everywhere is exactly Sigma = beta_t."""
+    g = _gaussian()
+    sched = make_schedule("linear", T=12)
+    x0, _ = g.sample(64, generator=torch.Generator().manual_seed(3))
+    fixed = vlb(
+        g.eps_fn(sched), x0, sched, variance="beta", generator=torch.Generator().manual_seed(5)
+    )
+    learned = vlb(
+        g.eps_fn(sched),
+        x0,
+        sched,
+        variance=lambda x, t: torch.ones_like(x),
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert torch.allclose(fixed.terms, learned.terms, rtol=1e-10)
+
+
+def test_split_learned_variance_shares_one_network_call():
+    calls = []
+
+    def net(x, t):
+        calls.append(1)
+        return torch.cat([x * 2, torch.zeros_like(x)], dim=1)
+
+    pred, var = split_learned_variance(net)
+    x, t = torch.randn(4, 3), torch.full((4,), 3.0)
+    assert torch.equal(pred(x, t), 2 * x)
+    assert torch.equal(var(x, t), torch.full_like(x, 0.5))  # r = 0 -> v = 1/2
+    assert len(calls) == 1
+    x.add_(1.0)  # changed in place: a new call
+    pred(x, t)
+    assert len(calls) == 2
+    sched = make_schedule("linear", T=10)
+    step = p_mean_variance(pred, x, t, sched, variance=var)
+    expected = (
+        0.5 * reverse_log_variance(sched, t, variance="beta")
+        + 0.5 * reverse_log_variance(sched, t, variance="beta_tilde")
+    ).exp()
+    assert torch.allclose(step.var, expected[:, None].expand_as(x).float())
