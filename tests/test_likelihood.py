@@ -203,3 +203,23 @@ def test_learned_variance_hybrid_training_end_to_end(tmp_path, t_sampling):
     assert torch.isfinite(res.total).all()
     samples, info = run.sample(32, steps=10)  # ancestral sampling with the learned variance
     assert torch.isfinite(samples).all() and info.nfe == 10
+
+
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+def test_ode_likelihood_on_every_sde_with_the_exact_score(name):
+    """Integrated in the VP view x~ = input_scale(t) x with the change of variables at t0: the
+    PF-ODE log p_t0 equals the noisy mixture's exact log-density on VP, sub-VP and VE."""
+    from scorelab.oracle import GaussianMixture, ring_mixture
+    from scorelab.processes import make_sde
+
+    mix, sde = ring_mixture(std=0.3), make_sde(name)
+    x, _ = mix.sample(100, generator=torch.Generator().manual_seed(0))
+    t0 = 10 * sde.t_min
+    a = float(sde.mean_coeff(torch.tensor(t0, dtype=torch.float64)))
+    s = float(sde.std(torch.tensor(t0, dtype=torch.float64)))
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x_t0 = a * x + s * noise
+    got = ode_log_likelihood(mix.eps_fn(sde), x_t0, sde, t0=t0).log_prob
+    exact = GaussianMixture(mix.weights, a * mix.means, a * a * mix.variances + s * s).log_prob(x_t0)
+    err = got - exact
+    assert abs(float(err.mean())) < 2e-3 and float(err.abs().max()) < 1e-2, err

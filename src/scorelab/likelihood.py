@@ -155,9 +155,10 @@ def ode_log_likelihood(
     divergence "exact" takes d backward passes per evaluation (low dimension);
     "hutchinson" averages ``probes`` Rademacher or Gaussian probes (fixed along the
     trajectory, drawn from ``generator``): unbiased for log p, in expectation over probes.
-    The prior p_T is N(0, I) unless prior_log_prob is given. A schedule with
-    ``input_scale(t)`` (x~ = x input_scale, as VE and sub-VP define) is integrated in x~,
-    which adds d (log input_scale(t0) - log input_scale(T)) by the change of variables.
+    The prior p_T is N(0, I) unless prior_log_prob is given. An SDE (VE, sub-VP) is
+    integrated in its VP view x~ = input_scale(t) x, as the samplers do: eps_fn is called at
+    x = x~ / input_scale(t), the prior N(0, I) (or prior_log_prob) is evaluated at x~_T, and
+    the change of variables x -> x~ at t0 adds d log input_scale(t0).
     """
     if divergence not in DIVERGENCES:
         raise ScorelabError(
@@ -171,12 +172,15 @@ def ode_log_likelihood(
         raise ScorelabError(f"t0 must be in (0, {T:g}), got {t0}")
     shape, B = x.shape, x.shape[0]
     d = x[0].numel()
-    input_scale = getattr(schedule, "input_scale", None)
-    log_scale_change = 0.0
-    if input_scale is not None:
-        s0, sT = (float(input_scale(torch.tensor(u, dtype=torch.float64))) for u in (t0, T))
-        x = x * s0
-        log_scale_change = d * (math.log(s0) - math.log(sT))
+    s0 = float(schedule.input_scale(torch.tensor(t0, dtype=torch.float64)))
+    x = x * s0
+    log_scale_change = d * math.log(s0)
+    model_eps_fn = eps_fn
+
+    def eps_fn(z: Tensor, t: Tensor) -> Tensor:  # the VP view: the model sees x = x~ / scale
+        scale = append_dims(schedule.input_scale(t).to(z.dtype), z.ndim)
+        return model_eps_fn(z / scale, t)
+
     v = None
     if divergence == "hutchinson":
         v = sample_probes(
@@ -208,9 +212,7 @@ def ode_log_likelihood(
             -float(schedule.log_alpha_bar(torch.tensor(u, dtype=torch.float64))) for u in (t0, T)
         )
     state, nfe = odeint_rk45(f, state, u0, u1, rtol=rtol, atol=atol)
-    x_T = state[:, :d].reshape(shape)
-    if input_scale is not None:
-        x_T = x_T / sT
+    x_T = state[:, :d].reshape(shape)  # in the VP view (x~_T); x_T for a DDPM schedule
     log_prob = prior_log_prob(x_T) + state[:, d] + log_scale_change
     return ODELikelihood(log_prob, nfe, x_T, t0)
 

@@ -82,6 +82,11 @@ def evaluate_nll(
     """NLL of data (N, d) in data units under run (a scorelab.run.Run), by "vlb" or "ode"."""
     if method not in METHODS:
         raise ScorelabError(f"unknown --nll {method!r}; choose one of: {', '.join(METHODS)}")
+    if method == "vlb" and run.config.sde is not None:
+        raise ScorelabError(
+            f"--nll vlb is the bound of a discrete DDPM schedule; this run is on the "
+            f"{run.config.sde.name} SDE (continuous time): use --nll ode"
+        )
     dim = run.config.model.dim
     if data.ndim != 2 or data.shape[1] != dim:
         raise ScorelabError(
