@@ -69,8 +69,8 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
             "--data",
             "data",
             str,
-            "built-in dataset name (ring, swissroll, moons, checkerboard) "
-            "or a path to an (N, d) float .npy file",
+            "built-in dataset name (ring, swissroll, moons, checkerboard; digits: images), "
+            "a path to an (N, d) float .npy file, a folder of images or a uint8 image .npy",
         ),
         (
             "--n-data",
@@ -150,7 +150,93 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
         ),
         ("--width", "model.width", _positive_int, f"MLP width (default: {m.width})"),
         ("--depth", "model.depth", _positive_int, f"MLP residual blocks (default: {m.depth})"),
+    ] + _image_train_flags()
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,2,2, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _int_list_or_none(text: str) -> list[int]:
+    return [] if text.strip().lower() in ("", "none") else _int_list(text)
+
+
+def _image_train_flags() -> list[tuple[str, str, object, str]]:
+    """Flags of image models, speed and scale-out (issue 6)."""
+    from scorelab.config import RunConfig
+
+    d = RunConfig()
+    t, m = d.train, d.model
+    return [
+        ("--model", "model.name", str, "network: mlp (vectors) or unet (images; default for them)"),
+        ("--image-size", "image_size", _positive_int, "resize and centre-crop images to this side"),
+        (
+            "--channels",
+            "model.channels",
+            _positive_int,
+            f"U-Net base width (default: {m.channels})",
+        ),
+        (
+            "--channel-mult",
+            "model.channel_mult",
+            _int_list,
+            "U-Net width multiplier per level, e.g. 1,2,2; the image side must be divisible "
+            f"by 2^(levels - 1) (default: {','.join(map(str, m.channel_mult))})",
+        ),
+        (
+            "--res-blocks",
+            "model.res_blocks",
+            _positive_int,
+            f"U-Net residual blocks per level (default: {m.res_blocks})",
+        ),
+        (
+            "--attn-res",
+            "model.attn_resolutions",
+            _int_list_or_none,
+            "U-Net resolutions with self-attention, e.g. 4 or 16,8, or none "
+            f"(default: {','.join(map(str, m.attn_resolutions))})",
+        ),
+        ("--dropout", "model.dropout", _fraction, f"U-Net dropout (default: {m.dropout})"),
+        (
+            "--micro-batches",
+            "train.micro_batches",
+            _positive_int,
+            "split each batch into this many micro-batches per process, gradients accumulated "
+            f"(default: {t.micro_batches})",
+        ),
+        ("--device", "train.device", str, f"cpu, cuda or cuda:N (default: {t.device})"),
+        (
+            "--precision",
+            "train.precision",
+            str,
+            f"fp32, bf16 (autocast; CPU or GPU) or fp16 (GPU) (default: {t.precision})",
+        ),
+        (
+            "--sample-every",
+            "train.sample_every",
+            _nonneg_int,
+            "image runs: steps between sample grids (samples.png); 0: only at the end "
+            f"(default: {t.sample_every})",
+        ),
     ]
+
+
+# switches: flag -> (config key, help)
+_SWITCHES = {
+    "--hflip": ("hflip", "images: random horizontal flips (off by default; leave off for digits)"),
+    "--compile": ("train.compile", "torch.compile the network (pays off only on long runs)"),
+    "--channels-last": ("train.channels_last", "channels-last memory format for images"),
+}
+
+
+def _switch_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {key: True for key, _ in _SWITCHES.values() if getattr(args, key, None)}
 
 
 def _add_train(sub) -> None:
@@ -162,6 +248,8 @@ def _add_train(sub) -> None:
     )
     for flag, key, typ, help_ in _train_flags():
         p.add_argument(flag, dest=key, type=typ, default=None, help=help_)
+    for flag, (key, help_) in _SWITCHES.items():
+        p.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=help_)
     p.add_argument("--out", required=True, type=Path, help="run directory to create or resume")
     p.add_argument(
         "--resume",
@@ -275,22 +363,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    overrides = {
+        key: getattr(args, key) for _, key, _, _ in _train_flags() if getattr(args, key) is not None
+    }
+    overrides.update(_switch_overrides(args))
+    if "data" in overrides and "model.name" not in overrides and not args.resume:
+        from scorelab.data import is_image_source
+
+        if is_image_source(overrides["data"]):
+            overrides["model.name"] = "unet"
+    from scorelab.training.distributed import init_from_env, shutdown
+
+    rank, _ = init_from_env(str(overrides.get("train.device", "cpu")))
+    try:
+        return _train_and_report(args, overrides, rank)
+    finally:
+        shutdown()
+
+
+def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> int:
     from scorelab.config import RunConfig, apply_overrides
     from scorelab.evaluation import loss_curve
     from scorelab.run import train
 
-    overrides = {
-        key: getattr(args, key) for _, key, _, _ in _train_flags() if getattr(args, key) is not None
-    }
+    log = print if rank == 0 else (lambda message: None)
     if args.resume:
         result = train(
-            RunConfig(), args.out, resume_overrides=overrides, progress=not args.no_progress
+            RunConfig(),
+            args.out,
+            resume_overrides=overrides,
+            progress=not args.no_progress,
+            log=log,
         )
     else:
         if "data" not in overrides:
             raise ScorelabError("--data is required for a new run")
         cfg = apply_overrides(RunConfig(), overrides)
-        result = train(cfg, args.out, progress=not args.no_progress)
+        result = train(cfg, args.out, progress=not args.no_progress, log=log)
+    if rank != 0:
+        return 0
     loss_curve(args.out / "metrics.csv", args.out / "loss.png")
     print(
         f"trained to step {result.step} in {result.seconds:.1f}s, final loss "
@@ -308,9 +419,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from scorelab.run import load_run
 
     suffix = args.out.suffix.lower()
+    run = load_run(args.run_dir, weights=args.weights)
+    if run.config.model.name == "unet":
+        return _sample_images(args, run)
     if suffix not in (".npy", ".png"):
         raise ScorelabError(f"--out must end in .npy or .png, got {args.out}")
-    run = load_run(args.run_dir, weights=args.weights)
     t0 = time.perf_counter()
     x, result = run.sample(
         args.n,
@@ -335,6 +448,58 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except OSError as e:
         raise ScorelabError(f"cannot write {args.out}: {e.strerror or e}") from None
     print(f"wrote {args.n} samples to {args.out} ({result.nfe} NFE, {seconds:.2f}s)")
+    return 0
+
+
+def _sample_images(args: argparse.Namespace, run) -> int:
+    """Image runs: .png a grid, .gif the denoising trajectory (and a strip), .npy uint8."""
+    import numpy as np
+
+    from scorelab.data.images import to_uint8
+    from scorelab.evaluation.images import (
+        save_image_grid,
+        save_trajectory_gif,
+        save_trajectory_strip,
+    )
+
+    suffix = args.out.suffix.lower()
+    if suffix not in (".npy", ".png", ".gif"):
+        raise ScorelabError(
+            f"--out must end in .npy, .png or .gif for an image run, got {args.out}"
+        )
+    t0 = time.perf_counter()
+    x, result = run.sample(
+        args.n,
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        spacing=args.spacing,
+        record_trajectory=suffix == ".gif",
+        **_sampler_options(args),
+    )
+    seconds = time.perf_counter() - t0
+    written = [args.out]
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npy":
+            arr = to_uint8(x)
+            arr = arr[..., 0] if arr.shape[3] == 1 else arr
+            tmp = args.out.with_name(f".{args.out.name}.tmp.npy")
+            np.save(tmp, arr)
+            tmp.replace(args.out)
+        elif suffix == ".png":
+            save_image_grid(x, args.out)
+        else:
+            strip = args.out.with_name(f"{args.out.stem}_strip.png")
+            save_trajectory_gif(result.trajectory, args.out)
+            save_trajectory_strip(result.trajectory, strip)
+            written.append(strip)
+    except OSError as e:
+        raise ScorelabError(f"cannot write {args.out}: {e.strerror or e}") from None
+    print(
+        f"wrote {args.n} samples to {' and '.join(map(str, written))} "
+        f"({result.nfe} NFE, {seconds:.2f}s)"
+    )
     return 0
 
 

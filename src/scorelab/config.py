@@ -19,6 +19,14 @@ class ModelConfig:
     dim: int = 2
     width: int = 128
     depth: int = 3
+    # the U-Net's (images): in_channels and image_size are set from the data
+    in_channels: int = 1
+    image_size: int = 0
+    channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2)
+    res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (4,)
+    dropout: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,13 @@ class TrainConfig:
     ckpt_every: int = 1000
     log_every: int = 25
     max_bad_steps: int = 5
+    # speed and scale-out; none of these changes the maths of a step
+    micro_batches: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    sample_every: int = 0
 
     def validate(self) -> None:
         checks = [
@@ -53,6 +68,17 @@ class TrainConfig:
             (self.ckpt_every >= 1, f"--ckpt-every must be >= 1, got {self.ckpt_every}"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.max_bad_steps >= 1, "max_bad_steps must be >= 1"),
+            (self.micro_batches >= 1, "--micro-batches must be >= 1"),
+            (
+                self.batch_size % self.micro_batches == 0,
+                f"--batch-size {self.batch_size} is not divisible by --micro-batches "
+                f"{self.micro_batches}",
+            ),
+            (
+                self.precision in ("fp32", "bf16", "fp16"),
+                f"--precision must be fp32, bf16 or fp16, got {self.precision!r}",
+            ),
+            (self.sample_every >= 0, "--sample-every must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -68,6 +94,8 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     normalizer: dict[str, Any] | None = None
+    image_size: int | None = None
+    hflip: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,6 +3,7 @@
 RUN_DIR/config.json         the resolved RunConfig (also inside every checkpoint)
 RUN_DIR/checkpoint.safetensors, checkpoint.prev.safetensors   raw + EMA weights, state
 RUN_DIR/metrics.csv         step, loss, grad_norm, lr, bad_steps, seconds
+RUN_DIR/samples.png, trajectory.gif, trajectory_strip.png   image runs: EMA samples
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from torch import Tensor, nn
 from scorelab.build import (
     build_data,
     build_eps_fn,
+    build_image_data,
     build_model,
     build_schedule,
+    check_image_model,
     check_objective,
     normalizer_of,
+    sample_shape,
 )
 from scorelab.config import RunConfig, apply_overrides, config_differences
-from scorelab.data import Normalizer, check_array
-from scorelab.errors import CheckpointError, ScorelabError
+from scorelab.data import Normalizer, check_array, is_image_source
+from scorelab.data.images import random_hflip
+from scorelab.errors import CheckpointError, DataError, ScorelabError
 from scorelab.objectives import diffusion_loss
 from scorelab.processes import DiscreteSchedule
 from scorelab.samplers import SampleResult, sample
@@ -42,6 +47,10 @@ from scorelab.typing import EpsFn
 CONFIG = "config.json"
 # keys a resumed run may change: the total step count and how often it logs/saves
 RESUMABLE_KEYS = ("train.steps", "train.ckpt_every", "train.log_every")
+# speed settings and pictures, which do not change what is learned, may change on resume too
+RESUMABLE_KEYS += ("train.sample_every", "train.precision", "train.compile", "train.channels_last")
+# images live in [-1, 1] already: the model sees them as they are
+IDENTITY = Normalizer((0.0,), 1.0)
 
 
 def _prepare_dir(out: Path) -> None:
@@ -93,19 +102,40 @@ def train(
     _prepare_dir(out)
     check_objective(cfg.objective)
     cfg.train.validate()
-    data = check_array(build_data(cfg), cfg.data)
-    if cfg.normalizer is None:
-        cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
-    if cfg.model.dim != data.shape[1]:
-        cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=data.shape[1]))
+    images = is_image_source(cfg.data)
+    if images:
+        image_set = build_image_data(cfg)
+        log(f"data: {image_set.note}, images {tuple(image_set.image_shape)}")
+        data = image_set.x
+        cfg = cfg.replace(model=check_image_model(cfg.model, image_set.image_shape))
+        if cfg.normalizer is None:
+            cfg = cfg.replace(normalizer=IDENTITY.to_dict())
+    else:
+        if cfg.model.name == "unet":
+            raise DataError(f"--model unet takes images; {cfg.data} is vector data (use mlp)")
+        data = check_array(build_data(cfg), cfg.data)
+        if cfg.normalizer is None:
+            cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
+        if cfg.model.dim != data.shape[1]:
+            cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=data.shape[1]))
     schedule = build_schedule(cfg.schedule)
     torch.manual_seed(cfg.train.seed)  # the initial weights
     model = build_model(cfg.model, schedule.T)
     prediction = cfg.objective
+    hflip = cfg.hflip
 
     def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
+        if hflip:
+            x0 = random_hflip(x0, generator)
         return diffusion_loss(
             net, x0, schedule=schedule, prediction=prediction, generator=generator
+        )
+
+    run_cfg = cfg
+
+    def pictures(trainer: Trainer) -> None:
+        write_pictures(
+            run_cfg, trainer.ema.state_dict(), out, trajectory=trainer.step == run_cfg.train.steps
         )
 
     trainer = Trainer(
@@ -116,14 +146,54 @@ def train(
         out,
         cfg.to_dict(),
         progress=progress,
+        on_sample=pictures if images else None,
     )
     if tensors is not None and meta is not None:
         trainer.restore(tensors, meta, str(checkpoint))
         log(f"resumed from {checkpoint} at step {trainer.step}")
         if trainer.step >= cfg.train.steps:
             log(f"the run is already at step {trainer.step} of {cfg.train.steps}; nothing to do")
-    atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
-    return trainer.fit()
+    if trainer.rank == 0:
+        atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
+    result = trainer.fit()
+    if images and trainer.rank == 0 and cfg.train.sample_every == 0:
+        pictures(trainer)
+    return result
+
+
+def write_pictures(
+    cfg: RunConfig,
+    ema_state: dict[str, Tensor],
+    out: Path,
+    *,
+    n: int = 64,
+    steps: int = 50,
+    trajectory: bool = True,
+) -> None:
+    """samples.png from EMA weights (DDIM, few steps: a preview), and the trajectory pictures."""
+    from scorelab.evaluation.images import (
+        save_image_grid,
+        save_trajectory_gif,
+        save_trajectory_strip,
+    )
+
+    schedule = build_schedule(cfg.schedule)
+    model = build_model(cfg.model, schedule.T)
+    model.load_state_dict({k: v.detach().cpu() for k, v in ema_state.items()})
+    model.eval()
+    result = sample(
+        build_eps_fn(model, cfg, schedule),
+        sample_shape(cfg.model, n),
+        schedule,
+        "ddim",
+        min(steps, schedule.T),
+        generator=torch.Generator().manual_seed(0),
+        record_trajectory=trajectory,
+    )
+    save_image_grid(result.x, out / "samples.png")
+    if trajectory and result.trajectory:
+        save_trajectory_gif(result.trajectory, out / "trajectory.gif")
+        save_trajectory_strip(result.trajectory, out / "trajectory_strip.png")
 
 
 @dataclass
@@ -157,7 +227,7 @@ class Run:
         generator = torch.Generator().manual_seed(seed)
         result = sample(
             self.eps_fn,
-            (n, self.config.model.dim),
+            sample_shape(self.config.model, n),
             self.schedule,
             sampler,
             steps,
