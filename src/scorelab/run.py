@@ -235,7 +235,10 @@ class Run:
             record_trajectory=record_trajectory,
             **options,
         )
-        return self.normalizer.decode(result.x), result
+        x = self.normalizer.decode(result.x)
+        if self.config.model.name == "unet":
+            x = x.clamp(-1, 1)  # images: the data's range, as DDPM clips its final samples
+        return x, result
 
 
 def load_run(run_dir: Path | str, *, weights: str = "ema") -> Run:
