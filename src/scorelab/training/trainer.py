@@ -227,8 +227,11 @@ class Trainer:
                     f.flush()
                     self.save()
                 every = cfg.sample_every
-                if self.rank == 0 and self.on_sample is not None and every > 0 and (
-                    self.step % every == 0 or self.step == cfg.steps
+                if (
+                    self.rank == 0
+                    and self.on_sample is not None
+                    and every > 0
+                    and (self.step % every == 0 or self.step == cfg.steps)
                 ):
                     self.on_sample(self)
         finally:
