@@ -49,6 +49,8 @@ CONFIG = "config.json"
 RESUMABLE_KEYS = ("train.steps", "train.ckpt_every", "train.log_every")
 # speed settings and pictures, which do not change what is learned, may change on resume too
 RESUMABLE_KEYS += ("train.sample_every", "train.precision", "train.compile", "train.channels_last")
+# and the split of the batch, so a run can move between 1 process x N micro-batches and N ranks
+RESUMABLE_KEYS += ("train.micro_batches",)
 # images live in [-1, 1] already: the model sees them as they are
 IDENTITY = Normalizer((0.0,), 1.0)
 
