@@ -89,6 +89,7 @@ def train(
     resume_overrides: dict[str, object] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    pictures: bool = True,
 ) -> TrainResult:
     """Train a diffusion model into run dir out; with resume_overrides, continue it exactly."""
     out = Path(out)
@@ -135,7 +136,7 @@ def train(
 
     run_cfg = cfg
 
-    def pictures(trainer: Trainer) -> None:
+    def write_samples(trainer: Trainer) -> None:
         write_pictures(
             run_cfg, trainer.ema.state_dict(), out, trajectory=trainer.step == run_cfg.train.steps
         )
@@ -148,7 +149,7 @@ def train(
         out,
         cfg.to_dict(),
         progress=progress,
-        on_sample=pictures if images else None,
+        on_sample=write_samples if images and pictures else None,
     )
     if tensors is not None and meta is not None:
         trainer.restore(tensors, meta, str(checkpoint))
@@ -158,8 +159,8 @@ def train(
     if trainer.rank == 0:
         atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
     result = trainer.fit()
-    if images and trainer.rank == 0 and cfg.train.sample_every == 0:
-        pictures(trainer)
+    if images and pictures and trainer.rank == 0 and cfg.train.sample_every == 0:
+        write_samples(trainer)
     return result
 
 
