@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench bench-samplers clean
+.PHONY: demo test lint format bench bench-samplers bench-digits clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: $(BIN)/scorelab
 # needs the optional peer: .venv/bin/pip install -e '.[bench]' (diffusers)
 bench-samplers: $(BIN)/scorelab
 	$(BIN)/python benchmarks/samplers.py
+
+# digits needs scikit-learn; the diffusers peer is optional (.[bench]); --budget 600 by default
+bench-digits: $(BIN)/scorelab
+	$(BIN)/python benchmarks/digits.py
 
 clean:
 	rm -rf runs .pytest_cache
