@@ -61,7 +61,7 @@ def train_classifier(
     x_test: Tensor,
     labels_test: Tensor,
     *,
-    epochs: int = 30,
+    epochs: int = 60,
     batch_size: int = 128,
     seed: int = 0,
 ) -> tuple[Classifier, float]:
