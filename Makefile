@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood clean
+.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood bench-digits clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench-objectives: $(BIN)/scorelab
 
 bench-likelihood: $(BIN)/scorelab
 	$(BIN)/python benchmarks/likelihood.py
+
+# digits needs scikit-learn; the diffusers peer is optional (.[bench]); --budget 600 by default
+bench-digits: $(BIN)/scorelab
+	$(BIN)/python benchmarks/digits.py
 
 clean:
 	rm -rf runs .pytest_cache

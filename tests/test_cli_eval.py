@@ -172,9 +172,10 @@ def test_eval_bad_input(trained, tmp_path, capsys):
         "NaN or infinite",
     )
     _fail(["eval", str(trained), "--nll", "vlb", "--data", "spiral"], capsys, "unknown dataset")
-    for argv in (["--nll", "elbo"], ["--nll", "ode", "--probes", "0"], []):
+    for argv in (["--nll", "elbo"], ["--nll", "ode", "--probes", "0"]):
         with pytest.raises(SystemExit) as e:
             main(["eval", str(trained), *argv])
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "error" in err
+    _fail(["eval", str(trained), "--nll", "ode", "--metrics", "swd"], capsys, "not both")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, SDEConfig
 from scorelab.data import Normalizer, load_dataset
-from scorelab.errors import ScorelabError
-from scorelab.nn import MLP
+from scorelab.data.images import ImageSet, load_images
+from scorelab.errors import DataError, ScorelabError
+from scorelab.nn import MLP, UNet
 from scorelab.objectives import OBJECTIVES, SCORE_OBJECTIVES
 from scorelab.processes import (
     SDE,
@@ -24,7 +27,7 @@ from scorelab.processes.parameterization import split_learned_variance
 from scorelab.targets import TargetScore, checked, load_target
 from scorelab.typing import EpsFn, Prediction, ScoreFn
 
-MODELS = {"mlp": MLP}
+MODELS = {"mlp": MLP, "unet": UNet}
 # ModelConfig.variance -> the reverse variance of p_mean_variance ("learned": the network's)
 MODEL_VARIANCES = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned": None}
 
@@ -48,8 +51,21 @@ def build_model(cfg: ModelConfig, schedule_T: int, *, time_span: float | None = 
     # time_scale maps t in [0, T] (or an SDE's noise label, spanning time_span) onto the
     # 0..1000 range the sinusoidal features are tuned for
     check_variance(cfg.variance)
-    out_dim = 2 * cfg.dim if cfg.variance == "learned" else cfg.dim
+    learned = cfg.variance == "learned"  # the network also outputs the variance's v
     span = schedule_T if time_span is None else time_span
+    if cfg.name == "unet":
+        return UNet(
+            cfg.in_channels,
+            cfg.image_size,
+            cfg.channels,
+            tuple(cfg.channel_mult),
+            cfg.res_blocks,
+            tuple(cfg.attn_resolutions),
+            cfg.dropout,
+            time_scale=1000 / span,
+            out_channels=2 * cfg.in_channels if learned else None,
+        )
+    out_dim = 2 * cfg.dim if learned else cfg.dim
     return MLP(cfg.dim, cfg.width, cfg.depth, time_scale=1000 / span, out_dim=out_dim)
 
 
@@ -151,3 +167,30 @@ def normalizer_of(cfg: RunConfig) -> Normalizer:
     if cfg.normalizer is None:
         raise ScorelabError("the run config has no data normalizer")
     return Normalizer.from_dict(cfg.normalizer)
+
+
+def sample_shape(cfg: ModelConfig, n: int) -> tuple[int, ...]:
+    """The shape of n samples of the model's data: (n, C, S, S) for images, else (n, dim)."""
+    if cfg.name == "unet":
+        return (n, cfg.in_channels, cfg.image_size, cfg.image_size)
+    return (n, cfg.dim)
+
+
+def build_image_data(cfg: RunConfig) -> ImageSet:
+    """The training images (N, C, S, S) in [-1, 1] with their labels, if any."""
+    return load_images(cfg.data, cfg.image_size)
+
+
+def check_image_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> ModelConfig:
+    """The model config fitted to the images, or a DataError saying why they do not fit."""
+    c, h, w = image_shape
+    if cfg.name != "unet":
+        raise DataError(f"image data needs --model unet, not {cfg.name!r}")
+    levels = len(cfg.channel_mult)
+    if h % 2 ** (levels - 1):
+        raise DataError(
+            f"image size {h} is not divisible by 2^{levels - 1} = {2 ** (levels - 1)}, which "
+            f"the U-Net's {levels} levels (--channel-mult {','.join(map(str, cfg.channel_mult))})"
+            " need; choose another --image-size or fewer levels"
+        )
+    return dataclasses.replace(cfg, in_channels=c, image_size=h)

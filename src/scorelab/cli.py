@@ -79,8 +79,8 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
             "--data",
             "data",
             str,
-            "built-in dataset name (ring, swissroll, moons, checkerboard) "
-            "or a path to an (N, d) float .npy file",
+            "built-in dataset name (ring, swissroll, moons, checkerboard; digits: images), "
+            "a path to an (N, d) float .npy file, a folder of images or a uint8 image .npy",
         ),
         (
             "--n-data",
@@ -249,7 +249,93 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
         ),
         ("--width", "model.width", _positive_int, f"MLP width (default: {m.width})"),
         ("--depth", "model.depth", _positive_int, f"MLP residual blocks (default: {m.depth})"),
+    ] + _image_train_flags()
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,2,2, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _int_list_or_none(text: str) -> list[int]:
+    return [] if text.strip().lower() in ("", "none") else _int_list(text)
+
+
+def _image_train_flags() -> list[tuple[str, str, object, str]]:
+    """Flags of image models, speed and scale-out (issue 6)."""
+    from scorelab.config import RunConfig
+
+    d = RunConfig()
+    t, m = d.train, d.model
+    return [
+        ("--model", "model.name", str, "network: mlp (vectors) or unet (images; default for them)"),
+        ("--image-size", "image_size", _positive_int, "resize and centre-crop images to this side"),
+        (
+            "--channels",
+            "model.channels",
+            _positive_int,
+            f"U-Net base width (default: {m.channels})",
+        ),
+        (
+            "--channel-mult",
+            "model.channel_mult",
+            _int_list,
+            "U-Net width multiplier per level, e.g. 1,2,2; the image side must be divisible "
+            f"by 2^(levels - 1) (default: {','.join(map(str, m.channel_mult))})",
+        ),
+        (
+            "--res-blocks",
+            "model.res_blocks",
+            _positive_int,
+            f"U-Net residual blocks per level (default: {m.res_blocks})",
+        ),
+        (
+            "--attn-res",
+            "model.attn_resolutions",
+            _int_list_or_none,
+            "U-Net resolutions with self-attention, e.g. 4 or 16,8, or none "
+            f"(default: {','.join(map(str, m.attn_resolutions))})",
+        ),
+        ("--dropout", "model.dropout", _fraction, f"U-Net dropout (default: {m.dropout})"),
+        (
+            "--micro-batches",
+            "train.micro_batches",
+            _positive_int,
+            "split each batch into this many micro-batches per process, gradients accumulated "
+            f"(default: {t.micro_batches})",
+        ),
+        ("--device", "train.device", str, f"cpu, cuda or cuda:N (default: {t.device})"),
+        (
+            "--precision",
+            "train.precision",
+            str,
+            f"fp32, bf16 (autocast; CPU or GPU) or fp16 (GPU) (default: {t.precision})",
+        ),
+        (
+            "--sample-every",
+            "train.sample_every",
+            _nonneg_int,
+            "image runs: steps between sample grids (samples.png); 0: only at the end "
+            f"(default: {t.sample_every})",
+        ),
     ]
+
+
+# switches: flag -> (config key, help)
+_SWITCHES = {
+    "--hflip": ("hflip", "images: random horizontal flips (off by default; leave off for digits)"),
+    "--compile": ("train.compile", "torch.compile the network (pays off only on long runs)"),
+    "--channels-last": ("train.channels_last", "channels-last memory format for images"),
+}
+
+
+def _switch_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {key: True for key, _ in _SWITCHES.values() if getattr(args, key, None)}
 
 
 def _add_train(sub) -> None:
@@ -262,6 +348,8 @@ def _add_train(sub) -> None:
     )
     for flag, key, typ, help_ in _train_flags():
         p.add_argument(flag, dest=key, type=typ, default=None, help=help_)
+    for flag, (key, help_) in _SWITCHES.items():
+        p.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=help_)
     p.add_argument("--out", required=True, type=Path, help="run directory to create or resume")
     p.add_argument(
         "--resume",
@@ -354,33 +442,19 @@ def _add_sample(sub) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="negative log-likelihood of data under a trained run (VLB or PF-ODE)",
-        description="The NLL in nats per example and bits per dimension, mean with its "
+        help="evaluate a run: likelihood (--nll vlb|ode) or sample-quality metrics (--metrics)",
+        description="--nll: the NLL in nats per example and bits per dimension, mean with its "
         "standard error, in the data's own units (the run's normalization is accounted for). "
-        "--nll vlb: the variational bound over all T steps (Ho et al. 2020), and a plot of "
-        "its per-step terms; --nll ode: the exact likelihood through the probability-flow ODE "
-        "(Song et al. 2021), at the stated solver tolerances, with its NFE.",
+        "vlb: the variational bound over all T steps (Ho et al. 2020), and a plot of its "
+        "per-step terms; ode: the exact likelihood through the probability-flow ODE (Song et "
+        "al. 2021), at the stated solver tolerances, with its NFE. Without --nll: draw --n "
+        "samples and compare them with the run's data: fd/kid/pr in the features of a "
+        "classifier trained on the data (images with labels; cached in the run dir), "
+        "swd/energy/mmd in data space, fid with user-supplied Inception weights; each metric "
+        "beside the value of held-out data against the same reference (the floor).",
     )
     p.add_argument("run_dir", type=Path, help="run directory written by `scorelab train`")
-    p.add_argument("--nll", required=True, choices=["vlb", "ode"], help="which likelihood")
-    p.add_argument(
-        "--data",
-        default=None,
-        help="a built-in dataset name or an (N, d) .npy file, in the training data's units "
-        "(default: fresh points from the run's own dataset)",
-    )
-    p.add_argument(
-        "--n",
-        type=_positive_int,
-        default=None,
-        help="examples to evaluate (default: 1000 for a dataset name, all rows of a .npy)",
-    )
-    p.add_argument(
-        "--seed",
-        type=_nonneg_int,
-        default=1,
-        help="seed of the data drawn by name, of the VLB's x_t and of the probes (default: 1)",
-    )
+    p.add_argument("--nll", default=None, choices=["vlb", "ode"], help="which likelihood")
     p.add_argument(
         "--divergence",
         choices=["exact", "hutchinson"],
@@ -401,13 +475,13 @@ def _add_eval(sub) -> None:
         default=None,
         help="vlb: where to write the per-step plot (default: RUN_DIR/vlb_terms.png)",
     )
-    p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     p.add_argument(
         "--weights",
         default="ema",
         choices=["ema", "raw"],
         help="which weights to evaluate (default: ema)",
     )
+    _add_eval_metrics_args(p)
 
 
 def _add_demo(sub) -> None:
@@ -431,6 +505,103 @@ def _add_demo(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
+    from scorelab.evaluation.report import DEFAULT_METRICS, METRICS
+    from scorelab.samplers import SAMPLERS
+
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help=f"comma-separated, from {', '.join(METRICS)} (pr gives precision and recall) "
+        f"(default without --nll: {','.join(DEFAULT_METRICS)})",
+    )
+    p.add_argument(
+        "--n",
+        type=_positive_int,
+        default=None,
+        help="metrics: samples to draw and compare (default: 1000); --nll: examples to "
+        "evaluate (default: 1000 for a dataset name, all rows of a .npy)",
+    )
+    p.add_argument(
+        "--format", choices=["text", "json"], default="text", help="output format (default: text)"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="reference data (metrics) or the data to score (--nll) instead of fresh data from "
+        "the run's own dataset: a dataset name, folder or .npy, in the training data's units",
+    )
+    p.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        help="score these samples (.npy as written by `scorelab sample`) instead of drawing new",
+    )
+    p.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=None,
+        help="seed of the samples' noise (metrics, default 0), or of the data drawn by name, "
+        "the VLB's x_t and the probes (--nll, default 1)",
+    )
+    p.add_argument(
+        "--sampler", default="ddim", choices=list(SAMPLERS), help="sampler (default: ddim)"
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="metrics: sampling steps (default: 100, or the run's T if smaller)",
+    )
+    p.add_argument(
+        "--inception-weights",
+        type=Path,
+        default=None,
+        help="fid: a local Inception-v3 weights file for torch-fidelity (never downloaded)",
+    )
+
+
+def _run_eval_metrics(args: argparse.Namespace) -> int:
+    from scorelab.data import load_images, load_npy
+    from scorelab.evaluation.report import (
+        DEFAULT_METRICS,
+        evaluate_metrics,
+        format_report,
+        parse_metrics,
+    )
+    from scorelab.run import load_run
+
+    metrics = parse_metrics(args.metrics or ",".join(DEFAULT_METRICS))
+    args.n = 1000 if args.n is None else args.n
+    args.seed = 0 if args.seed is None else args.seed
+    run = load_run(args.run_dir, weights=args.weights)
+    args.steps = min(100, run.schedule.default_steps) if args.steps is None else args.steps
+    samples = None
+    if args.samples is not None:
+        if run.config.model.name == "unet":
+            samples = load_images(str(args.samples)).x
+        else:
+            samples = load_npy(args.samples)
+    log = (lambda message: print(message, file=sys.stderr)) if args.format == "json" else print
+    results = evaluate_metrics(
+        run,
+        metrics,
+        args.n,
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        data=args.data,
+        samples=samples,
+        inception_weights=args.inception_weights,
+        log=log,
+    )
+    if args.format == "json":
+        print(json.dumps(results))
+    else:
+        print(format_report(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scorelab",
@@ -450,19 +621,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    overrides = {
+        key: getattr(args, key) for _, key, _, _ in _train_flags() if getattr(args, key) is not None
+    }
+    overrides.update(_switch_overrides(args))
+    _sde_overrides(args, overrides)
+    if args.ssm_plain:
+        overrides["score.variance_reduced"] = False
+    if overrides.get("data") and "model.name" not in overrides and not args.resume:
+        from scorelab.data import is_image_source
+
+        if is_image_source(overrides["data"]):
+            overrides["model.name"] = "unet"
+    from scorelab.training.distributed import init_from_env, shutdown
+
+    rank, _ = init_from_env(str(overrides.get("train.device", "cpu")))
+    try:
+        return _train_and_report(args, overrides, rank)
+    finally:
+        shutdown()
+
+
+def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> int:
     from scorelab.config import RunConfig, apply_overrides
     from scorelab.evaluation import loss_curve
     from scorelab.run import train
 
-    overrides = {
-        key: getattr(args, key) for _, key, _, _ in _train_flags() if getattr(args, key) is not None
-    }
-    _sde_overrides(args, overrides)
-    if args.ssm_plain:
-        overrides["score.variance_reduced"] = False
+    log = print if rank == 0 else (lambda message: None)
     if args.resume:
         result = train(
-            RunConfig(), args.out, resume_overrides=overrides, progress=not args.no_progress
+            RunConfig(),
+            args.out,
+            resume_overrides=overrides,
+            progress=not args.no_progress,
+            log=log,
         )
     else:
         if "data" not in overrides:
@@ -470,7 +662,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise ScorelabError("--data is required for a new run")
             overrides["data"] = None  # tsm: Langevin samples of the --target score
         cfg = apply_overrides(RunConfig(), overrides)
-        result = train(cfg, args.out, progress=not args.no_progress)
+        result = train(cfg, args.out, progress=not args.no_progress, log=log)
+    if rank != 0:
+        return 0
     loss_curve(args.out / "metrics.csv", args.out / "loss.png")
     print(
         f"trained to step {result.step} in {result.seconds:.1f}s, final loss "
@@ -507,9 +701,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from scorelab.run import load_run
 
     suffix = args.out.suffix.lower()
+    run = load_run(args.run_dir, weights=args.weights)
+    if run.config.model.name == "unet":
+        return _sample_images(args, run)
     if suffix not in (".npy", ".png"):
         raise ScorelabError(f"--out must end in .npy or .png, got {args.out}")
-    run = load_run(args.run_dir, weights=args.weights)
     t0 = time.perf_counter()
     x, result = run.sample(
         args.n,
@@ -537,6 +733,58 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_images(args: argparse.Namespace, run) -> int:
+    """Image runs: .png a grid, .gif the denoising trajectory (and a strip), .npy uint8."""
+    import numpy as np
+
+    from scorelab.data.images import to_uint8
+    from scorelab.evaluation.images import (
+        save_image_grid,
+        save_trajectory_gif,
+        save_trajectory_strip,
+    )
+
+    suffix = args.out.suffix.lower()
+    if suffix not in (".npy", ".png", ".gif"):
+        raise ScorelabError(
+            f"--out must end in .npy, .png or .gif for an image run, got {args.out}"
+        )
+    t0 = time.perf_counter()
+    x, result = run.sample(
+        args.n,
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        spacing=args.spacing,
+        record_trajectory=suffix == ".gif",
+        **_sampler_options(args),
+    )
+    seconds = time.perf_counter() - t0
+    written = [args.out]
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npy":
+            arr = to_uint8(x)
+            arr = arr[..., 0] if arr.shape[3] == 1 else arr
+            tmp = args.out.with_name(f".{args.out.name}.tmp.npy")
+            np.save(tmp, arr)
+            tmp.replace(args.out)
+        elif suffix == ".png":
+            save_image_grid(x, args.out)
+        else:
+            strip = args.out.with_name(f"{args.out.stem}_strip.png")
+            save_trajectory_gif(result.trajectory, args.out)
+            save_trajectory_strip(result.trajectory, strip)
+            written.append(strip)
+    except OSError as e:
+        raise ScorelabError(f"cannot write {args.out}: {e.strerror or e}") from None
+    print(
+        f"wrote {args.n} samples to {' and '.join(map(str, written))} "
+        f"({result.nfe} NFE, {seconds:.2f}s)"
+    )
+    return 0
+
+
 def _sampler_options(args: argparse.Namespace) -> dict:
     """The sampler options given on the command line; each must be one the sampler takes."""
     import inspect
@@ -556,10 +804,20 @@ def _sampler_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """--nll: the likelihood; otherwise the sample-quality metrics."""
+    if args.nll is None:
+        return _run_eval_metrics(args)
+    if args.metrics is not None:
+        raise ScorelabError("give --nll or --metrics, not both (run eval once for each)")
+    return _run_eval_nll(args)
+
+
+def _run_eval_nll(args: argparse.Namespace) -> int:
     from scorelab.data import DATASETS, check_array, load_dataset
     from scorelab.evaluation import evaluate_nll, vlb_breakdown
     from scorelab.run import load_run
 
+    args.seed = 1 if args.seed is None else args.seed
     run = load_run(args.run_dir, weights=args.weights)
     name = run.config.data if args.data is None else args.data
     if name in DATASETS:

@@ -24,6 +24,14 @@ class ModelConfig:
     # reverse variance: fixed_small (beta_tilde), fixed_large (beta) or learned (the network
     # also outputs v, log Sigma = v log beta + (1 - v) log beta_tilde; Nichol & Dhariwal 2021)
     variance: str = "fixed_small"
+    # the U-Net's (images): in_channels and image_size are set from the data
+    in_channels: int = 1
+    image_size: int = 0
+    channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2)
+    res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (4,)
+    dropout: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,13 @@ class TrainConfig:
     # importance sampling by the loss' second moment: "second-moment")
     vlb_weight: float = 1e-3
     t_sampling: str = "uniform"
+    # speed and scale-out; none of these changes the maths of a step
+    micro_batches: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    sample_every: int = 0
 
     def validate(self) -> None:
         checks = [
@@ -111,6 +126,17 @@ class TrainConfig:
                 self.t_sampling in T_SAMPLINGS,
                 f"--t-sampling must be one of {', '.join(T_SAMPLINGS)}, got {self.t_sampling!r}",
             ),
+            (self.micro_batches >= 1, "--micro-batches must be >= 1"),
+            (
+                self.batch_size % self.micro_batches == 0,
+                f"--batch-size {self.batch_size} is not divisible by --micro-batches "
+                f"{self.micro_batches}",
+            ),
+            (
+                self.precision in ("fp32", "bf16", "fp16"),
+                f"--precision must be fp32, bf16 or fp16, got {self.precision!r}",
+            ),
+            (self.sample_every >= 0, "--sample-every must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -128,6 +154,8 @@ class RunConfig:
     normalizer: dict[str, Any] | None = None
     sde: SDEConfig | None = None  # None: the discrete schedule; else a continuous-time SDE
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    image_size: int | None = None
+    hflip: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,12 +3,14 @@
 RUN_DIR/config.json         the resolved RunConfig (also inside every checkpoint)
 RUN_DIR/checkpoint.safetensors, checkpoint.prev.safetensors   raw + EMA weights, state
 RUN_DIR/metrics.csv         step, loss, grad_norm, lr, bad_steps, seconds
+RUN_DIR/samples.png, trajectory.gif, trajectory_strip.png   image runs: EMA samples
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +21,21 @@ from torch import Tensor, nn
 from scorelab.build import (
     build_data,
     build_eps_and_variance,
+    build_image_data,
     build_model_for,
     build_process,
     build_score_fn,
     build_target,
+    check_image_model,
     normalizer_of,
     prediction_of,
     resolve_objective,
+    sample_shape,
 )
 from scorelab.config import RunConfig, apply_overrides, config_differences
-from scorelab.data import Normalizer, check_array
-from scorelab.errors import CheckpointError, ScorelabError
+from scorelab.data import Normalizer, check_array, is_image_source
+from scorelab.data.images import random_hflip
+from scorelab.errors import CheckpointError, DataError, ScorelabError
 from scorelab.objectives import (
     LossSecondMomentSampler,
     diffusion_loss,
@@ -52,12 +58,18 @@ CONFIG = "config.json"
 LANGEVIN_SAMPLES = "langevin_samples.npy"  # tsm without --data: the samples trained on
 # keys a resumed run may change: the total step count and how often it logs/saves
 RESUMABLE_KEYS = ("train.steps", "train.ckpt_every", "train.log_every")
+# speed settings and pictures, which do not change what is learned, may change on resume too
+RESUMABLE_KEYS += ("train.sample_every", "train.precision", "train.compile", "train.channels_last")
+# and the split of the batch, so a run can move between 1 process x N micro-batches and N ranks
+RESUMABLE_KEYS += ("train.micro_batches",)
+# images live in [-1, 1] already: the model sees them as they are
+IDENTITY = Normalizer((0.0,), 1.0)
 
 
 def _prepare_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"  # one per process: ranks probe at once
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
@@ -88,6 +100,7 @@ def train(
     resume_overrides: dict[str, object] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    pictures: bool = True,
 ) -> TrainResult:
     """Train a diffusion model into run dir out; with resume_overrides, continue it exactly."""
     out = Path(out)
@@ -113,15 +126,38 @@ def train(
             "resuming a run with --t-sampling second-moment is not supported: the sampler's "
             "loss history is not checkpointed"
         )
-    data = check_array(build_data(cfg), cfg.data)
-    if cfg.normalizer is None:
-        cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
-    if cfg.model.dim != data.shape[1]:
-        cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=data.shape[1]))
+    images = is_image_source(cfg.data)
+    if images:
+        image_set = build_image_data(cfg)
+        log(f"data: {image_set.note}, images {tuple(image_set.image_shape)}")
+        data = image_set.x
+        cfg = cfg.replace(model=check_image_model(cfg.model, image_set.image_shape))
+        if cfg.normalizer is None:
+            cfg = cfg.replace(normalizer=IDENTITY.to_dict())
+    else:
+        if cfg.model.name == "unet":
+            raise DataError(f"--model unet takes images; {cfg.data} is vector data (use mlp)")
+        data = check_array(build_data(cfg), cfg.data)
+        if cfg.normalizer is None:
+            cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
+        if cfg.model.dim != data.shape[1]:
+            cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=data.shape[1]))
     process = build_process(cfg)
     torch.manual_seed(cfg.train.seed)  # the initial weights
     model = build_model_for(cfg, process)
     loss_fn = _loss_fn(cfg, process, target)
+    if cfg.hflip:  # augmentation: each example flipped left-right with probability 1/2
+        unflipped = loss_fn
+
+        def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
+            return unflipped(net, random_hflip(x0, generator), generator)
+
+    run_cfg = cfg
+
+    def write_samples(trainer: Trainer) -> None:
+        write_pictures(
+            run_cfg, trainer.ema.state_dict(), out, trajectory=trainer.step == run_cfg.train.steps
+        )
 
     trainer = Trainer(
         model,
@@ -131,14 +167,54 @@ def train(
         out,
         cfg.to_dict(),
         progress=progress,
+        on_sample=write_samples if images and pictures else None,
     )
     if tensors is not None and meta is not None:
         trainer.restore(tensors, meta, str(checkpoint))
         log(f"resumed from {checkpoint} at step {trainer.step}")
         if trainer.step >= cfg.train.steps:
             log(f"the run is already at step {trainer.step} of {cfg.train.steps}; nothing to do")
-    atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
-    return trainer.fit()
+    if trainer.rank == 0:
+        atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
+    result = trainer.fit()
+    if images and pictures and trainer.rank == 0 and cfg.train.sample_every == 0:
+        write_samples(trainer)
+    return result
+
+
+def write_pictures(
+    cfg: RunConfig,
+    ema_state: dict[str, Tensor],
+    out: Path,
+    *,
+    n: int = 64,
+    steps: int = 50,
+    trajectory: bool = True,
+) -> None:
+    """samples.png from EMA weights (DDIM, few steps: a preview), and the trajectory pictures."""
+    from scorelab.evaluation.images import (
+        save_image_grid,
+        save_trajectory_gif,
+        save_trajectory_strip,
+    )
+
+    process = build_process(cfg)
+    model = build_model_for(cfg, process)
+    model.load_state_dict({k: v.detach().cpu() for k, v in ema_state.items()})
+    model.eval()
+    result = sample(
+        build_eps_and_variance(model, cfg, process)[0],
+        sample_shape(cfg.model, n),
+        process,
+        "ddim",
+        min(steps, process.default_steps),
+        generator=torch.Generator().manual_seed(0),
+        record_trajectory=trajectory,
+    )
+    save_image_grid(result.x, out / "samples.png")
+    if trajectory and result.trajectory:
+        save_trajectory_gif(result.trajectory, out / "trajectory.gif")
+        save_trajectory_strip(result.trajectory, out / "trajectory_strip.png")
 
 
 def _loss_fn(cfg: RunConfig, process, target) -> Callable[..., Tensor]:
@@ -274,7 +350,7 @@ class Run:
             options.setdefault("data", self.normalizer.encode(data[pick[:2000]]))
         result = sample(
             eps_fn,
-            (n, self.config.model.dim),
+            sample_shape(self.config.model, n),
             self.schedule,
             sampler,
             steps,
@@ -282,7 +358,10 @@ class Run:
             record_trajectory=record_trajectory,
             **options,
         )
-        return self.normalizer.decode(result.x), result
+        x = self.normalizer.decode(result.x)
+        if self.config.model.name == "unet":
+            x = x.clamp(-1, 1)  # images: the data's range, as DDPM clips its final samples
+        return x, result
 
 
 def load_run(run_dir: Path | str, *, weights: str = "ema") -> Run:

@@ -1,4 +1,4 @@
-"""Data: built-in 2-D distributions and .npy arrays; DATASETS names the built-in ones."""
+"""Data: built-in 2-D distributions, .npy arrays and images; DATASETS names the built-in ones."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from scorelab.data.arrays import check_array, load_npy
+from scorelab.data.images import IMAGE_DATASETS, ImageSet, is_image_source, load_images
 from scorelab.data.normalize import Normalizer
 from scorelab.data.toy import TOY_DATASETS
 from scorelab.errors import DataError
@@ -24,8 +25,19 @@ def load_dataset(name: str, n: int = 20_000, *, seed: int = 0) -> Tensor:
     if name.endswith(".npy") or Path(name).suffix:
         return load_npy(name)
     raise DataError(
-        f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or a path to a .npy file"
+        f"unknown dataset {name!r}; choose one of: {', '.join([*DATASETS, *IMAGE_DATASETS])}, "
+        "a folder of images or a path to a .npy file"
     )
 
 
-__all__ = ["DATASETS", "Normalizer", "check_array", "load_dataset", "load_npy"]
+__all__ = [
+    "DATASETS",
+    "IMAGE_DATASETS",
+    "ImageSet",
+    "Normalizer",
+    "check_array",
+    "is_image_source",
+    "load_dataset",
+    "load_images",
+    "load_npy",
+]

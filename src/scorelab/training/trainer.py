@@ -8,6 +8,7 @@ gradient norm is not finite is skipped and counted; several in a row stop the ru
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import sys
@@ -31,6 +32,7 @@ from scorelab.training.checkpoint import (
     save_checkpoint,
     unflatten_state,
 )
+from scorelab.training.distributed import all_reduce_mean, local_device, world
 from scorelab.training.ema import EMA
 
 LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
@@ -89,13 +91,39 @@ class Trainer:
         config: dict[str, Any],
         *,
         progress: bool = True,
+        on_sample: Callable[[Trainer], None] | None = None,
     ) -> None:
         cfg.validate()
-        self.model, self.loss_fn, self.data, self.cfg = model, loss_fn, data, cfg
+        self.rank, self.world_size = world()
+        self.device = local_device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ScorelabError("--device cuda: no CUDA device is available here")
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ScorelabError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
+        if cfg.batch_size % (cfg.micro_batches * self.world_size):
+            raise ScorelabError(
+                f"--batch-size {cfg.batch_size} is not divisible by {self.world_size} processes "
+                f"x {cfg.micro_batches} micro-batches"
+            )
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model, self.loss_fn, self.data, self.cfg = model, loss_fn, data.to(self.device), cfg
         self.run_dir, self.config, self.progress = Path(run_dir), config, progress
+        self.on_sample = on_sample
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.ema = EMA(model, cfg.ema_decay)
-        self.generator = torch.Generator(device=data.device).manual_seed(cfg.seed)
+        self.generator = torch.Generator(device=self.data.device).manual_seed(cfg.seed)
+        # what the loss calls: the model, wrapped for gradient averaging and compiled on demand
+        self.net: nn.Module = model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.step = 0
         self.bad_steps = 0
         self.window = [0.0, 0, 0.0]  # loss sum, count, grad-norm sum since the last log row
@@ -154,12 +182,11 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg, model = self.cfg, self.model
-        params = [p for p in model.parameters() if p.requires_grad]
-        f, writer = self._open_log()
+        f, writer = self._open_log() if self.rank == 0 else (None, None)
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
-            disable=not self.progress or not sys.stderr.isatty(),
+            disable=not self.progress or not sys.stderr.isatty() or self.rank != 0,
             unit="step",
             dynamic_ncols=True,
         )
@@ -171,26 +198,20 @@ class Trainer:
                 lr = lr_at(self.step, cfg)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                idx = torch.randint(
-                    self.data.shape[0],
-                    (cfg.batch_size,),
-                    generator=self.generator,
-                    device=self.data.device,
-                )
-                loss = self.loss_fn(model, self.data[idx], self.generator).mean()
-                loss_value = loss.item()
-                self.optimizer.zero_grad(set_to_none=True)
-                grad_norm = float("nan")
-                if math.isfinite(loss_value):
-                    loss.backward()
-                    grad_norm = clip_grad_norm(params, cfg.grad_clip)
+                loss_value, grad_norm = self._gradient()
                 if math.isfinite(loss_value) and math.isfinite(grad_norm):
-                    self.optimizer.step()
+                    if self.scaler is not None:
+                        self.scaler.step(self.optimizer)
+                        self.scaler.update()
+                    else:
+                        self.optimizer.step()
                     self.ema.update(model, self.step)
                     in_a_row = 0
                     self.window[0] += loss_value
                     self.window[1] += 1
                     self.window[2] += grad_norm
+                elif self.scaler is not None and math.isfinite(loss_value):
+                    self.scaler.update()  # fp16 overflow: the scaler lowers its scale and skips
                 else:
                     in_a_row += 1
                     self.bad_steps += 1
@@ -201,20 +222,85 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self.seconds = time.perf_counter() - start
                     self._log(writer, lr, bar)
-                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                if self.rank == 0 and (self.step % cfg.ckpt_every == 0 or self.step == cfg.steps):
                     self.seconds = time.perf_counter() - start
                     f.flush()
                     self.save()
+                every = cfg.sample_every
+                if (
+                    self.rank == 0
+                    and self.on_sample is not None
+                    and every > 0
+                    and (self.step % every == 0 or self.step == cfg.steps)
+                ):
+                    self.on_sample(self)
         finally:
             bar.close()
-            f.close()
+            if f is not None:
+                f.close()
         return TrainResult(
             self.step, loss_value, self.bad_steps, self.seconds, self.run_dir / CHECKPOINT
         )
 
-    def _log(self, writer: csv.DictWriter, lr: float, bar: tqdm) -> None:
+    def _loss(self, x0: Tensor, generator: torch.Generator) -> Tensor:
+        if self.cfg.channels_last and x0.ndim == 4:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        dtype = torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.cfg.precision != "fp32"):
+            loss = self.loss_fn(self.net, x0, generator).mean()
+        return loss.float()  # the loss and its gradient's scale stay in float32
+
+    def _gradient(self) -> tuple[float, float]:
+        """One step's gradient in the .grad fields: (loss, gradient norm before clipping).
+
+        One shard (one process, no micro-batches) draws its noise from the run's generator.
+        Otherwise the global batch is split into shards k = 0..S-1 (examples k, k+S, ...),
+        shard k draws its noise from a generator seeded with (a per-step seed + k), and the
+        gradients are averaged over shards: S processes with one micro-batch each make the
+        same step as one process with S micro-batches.
+        """
+        cfg, params = self.cfg, [p for p in self.model.parameters() if p.requires_grad]
+        idx = torch.randint(
+            self.data.shape[0], (cfg.batch_size,), generator=self.generator, device=self.device
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        shards = cfg.micro_batches * self.world_size
+        if shards == 1:
+            loss = self._loss(self.data[idx], self.generator)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                return loss_value, float("nan")
+            self._backward(loss)
+            return loss_value, self._clip(params)
+        step_seed = int(torch.randint(2**62, (1,), generator=self.generator, device=self.device))
+        losses = []
+        for j in range(cfg.micro_batches):
+            k = self.rank * cfg.micro_batches + j
+            generator = torch.Generator(device=self.device).manual_seed(step_seed + k)
+            last = j == cfg.micro_batches - 1
+            sync = contextlib.nullcontext() if last or self.world_size == 1 else self.net.no_sync()
+            with sync:
+                loss = self._loss(self.data[idx[k::shards]], generator)
+                # NaN gradients reach every rank through the all-reduce, so all skip together
+                self._backward(loss / cfg.micro_batches)
+            losses.append(loss.item())
+        (loss_value,) = all_reduce_mean([sum(losses) / len(losses)], self.device)
+        return loss_value, self._clip(params)
+
+    def _backward(self, loss: Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def _clip(self, params: list[nn.Parameter]) -> float:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        return clip_grad_norm(params, self.cfg.grad_clip)
+
+    def _log(self, writer: csv.DictWriter | None, lr: float, bar: tqdm) -> None:
         total, count, grad_total = self.window
         mean = total / count if count else float("nan")
+        if writer is None:
+            self.window = [0.0, 0, 0.0]
+            return
         writer.writerow(
             {
                 "step": self.step,

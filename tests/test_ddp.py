@@ -1,0 +1,102 @@
+"""Data-parallel training: 2 processes with gloo (torchrun) make the same steps as one process.
+
+One process with --micro-batches 2 splits each global batch into the same two shards, with
+the same per-shard noise, as two processes with one shard each; DDP averages the gradients.
+So weights, EMA and the logged losses agree to float tolerance.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import scorelab
+from scorelab.cli import main
+
+ARGS = [
+    "--data", "ring", "--n-data", "512", "--steps", "8", "--batch-size", "32", "--width", "16",
+    "--depth", "1", "--log-every", "1", "--no-progress",
+]  # fmt: skip
+
+
+def _losses(run: Path) -> list[float]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    src = str(Path(scorelab.__file__).parents[1])
+    return {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+
+
+def _launch(argv: list[str], world: int = 2) -> list[subprocess.CompletedProcess]:
+    """Start world processes with the environment torchrun gives its workers."""
+    port = str(_free_port())
+    procs = []
+    for rank in range(world):
+        env = {**_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port}  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "scorelab", *argv],
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+        )
+    done = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    """Steps 5-8 of a run in 2 processes (resumed from step 4) equal them in one process."""
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert main(["train", *ARGS, "--micro-batches", "2", "--steps", "4", "--out", str(single)]) == 0
+    shutil.copytree(single, ddp)
+    assert main(["train", *ARGS, "--micro-batches", "2", "--out", str(single), "--resume"]) == 0
+    procs = _launch(["train", *ARGS, "--micro-batches", "1", "--out", str(ddp), "--resume"])
+    assert all(p.returncode == 0 for p in procs), procs[0].stderr[-2000:] + procs[1].stderr[-2000:]
+    assert "resumed from" in procs[0].stdout and "trained to step 8" in procs[0].stdout
+    assert procs[1].stdout == ""  # rank 0 alone reports and writes
+    a, b = load_file(ddp / "checkpoint.safetensors"), load_file(single / "checkpoint.safetensors")
+    keys = [k for k in a if k.startswith(("model/", "ema/"))]
+    assert keys and set(keys) <= set(b)
+    for k in keys:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert len(_losses(ddp)) == 8
+    assert _losses(ddp) == pytest.approx(_losses(single), rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_torchrun_launches_the_same_training(tmp_path):
+    """`torchrun --standalone --nproc_per_node 2 -m scorelab train ...` as a user types it."""
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "scorelab", "train", *ARGS, "--out", str(ddp)]  # fmt: skip
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("trained to step 8") == 1
+    assert main(["train", *ARGS, "--micro-batches", "2", "--out", str(single)]) == 0
+    assert _losses(ddp) == pytest.approx(_losses(single), rel=1e-5)
