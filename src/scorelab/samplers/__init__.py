@@ -153,13 +153,18 @@ def sample(
     # Samplers integrate x~ = input_scale(t) x_t, a VP process for every SDE (sde.py); for a
     # DiscreteSchedule the scale is 1 and these maps are exact identities.
     scale = schedule.input_scale
+    unit_scale = bool((scale(timesteps) == 1).all())  # VP: skip the per-call identity maps
 
     def to_x(x_tilde: Tensor, t: Tensor | float) -> Tensor:
+        if unit_scale:
+            return x_tilde
         s = scale(batch_times(t, x_tilde)).to(x_tilde.dtype)
         return x_tilde / append_dims(s, x_tilde.ndim)
 
     if x_T is None:
         x = randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    elif unit_scale:
+        x = x_T
     else:
         x = x_T * append_dims(scale(batch_times(timesteps[0], x_T)).to(x_T.dtype), x_T.ndim)
     nfe = 0
