@@ -14,6 +14,7 @@ from scorelab.errors import DataError, ScorelabError
 from scorelab.nn import MLP, UNet
 from scorelab.objectives import OBJECTIVES
 from scorelab.processes import DiscreteSchedule, as_eps_fn, make_schedule
+from scorelab.processes.parameterization import denoiser_from_eps, from_denoiser
 from scorelab.typing import EpsFn
 
 MODELS = {"mlp": MLP, "unet": UNet}
@@ -52,8 +53,16 @@ def build_data(cfg: RunConfig) -> torch.Tensor:
 
 
 def build_eps_fn(model: nn.Module, cfg: RunConfig, schedule: DiscreteSchedule) -> EpsFn:
-    """The trained network as an eps_fn(x, t) in the model's (normalized) units."""
-    return as_eps_fn(model, schedule, cfg.objective)
+    """The trained network as an eps_fn(x, t) in the model's (normalized) units.
+
+    Image models see data in [-1, 1], so their implied x0 is clipped to that range, as
+    DDPM's sampler and diffusers' clip_sample do; eps is recomputed from the clipped x0.
+    """
+    eps_fn = as_eps_fn(model, schedule, cfg.objective)
+    if cfg.model.name != "unet":
+        return eps_fn
+    denoiser = denoiser_from_eps(eps_fn, schedule)
+    return from_denoiser(lambda x, t: denoiser(x, t).clamp(-1.0, 1.0), schedule)
 
 
 def normalizer_of(cfg: RunConfig) -> Normalizer:
