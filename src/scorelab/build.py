@@ -17,6 +17,7 @@ from scorelab.processes import (
     SDE,
     DiscreteSchedule,
     as_eps_fn,
+    clip_x0,
     make_schedule,
     make_sde,
     preconditioned,
@@ -154,13 +155,19 @@ def build_score_fn(model: nn.Module, cfg: RunConfig, sde: SDE) -> ScoreFn:
 def build_eps_and_variance(
     model: nn.Module, cfg: RunConfig, schedule: DiscreteSchedule | SDE
 ) -> tuple[EpsFn, Variance | VarianceFn]:
-    """The eps_fn and the reverse variance ("beta_tilde", "beta" or the learned VarianceFn),
-    sharing one network call per (x, t) for a learned variance."""
+    """The eps_fn to sample and evaluate with, and the reverse variance ("beta_tilde", "beta"
+    or the learned VarianceFn, sharing one network call per (x, t))."""
     check_variance(cfg.model.variance)
     if cfg.model.variance != "learned":
-        return build_eps_fn(model, cfg, schedule), MODEL_VARIANCES[cfg.model.variance]
-    prediction_fn, variance_fn = split_learned_variance(model)
-    return as_eps_fn(prediction_fn, schedule, prediction_of(cfg.objective)), variance_fn
+        eps_fn, variance = build_eps_fn(model, cfg, schedule), MODEL_VARIANCES[cfg.model.variance]
+    else:
+        prediction_fn, variance = split_learned_variance(model)
+        eps_fn = as_eps_fn(prediction_fn, schedule, prediction_of(cfg.objective))
+    if cfg.model.name == "unet":
+        # images live in [-1, 1]: clip the implied x0 when sampling, as DDPM's sampler and
+        # diffusers' clip_sample do (training uses the raw network)
+        eps_fn = clip_x0(eps_fn, schedule, -1.0, 1.0)
+    return eps_fn, variance
 
 
 def normalizer_of(cfg: RunConfig) -> Normalizer:

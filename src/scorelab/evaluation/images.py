@@ -59,10 +59,20 @@ def save_image_grid(x: Tensor, path: Path, nrow: int | None = None) -> Path:
 
 
 def save_trajectory_gif(
-    frames: Sequence[tuple[float, Tensor]], path: Path, *, n: int = 16, duration_ms: int = 60
+    frames: Sequence[tuple[float, Tensor]],
+    path: Path,
+    *,
+    n: int = 16,
+    duration_ms: int = 60,
+    max_frames: int = 100,
 ) -> Path:
-    """The denoising trajectory of the first n images, one grid per recorded step, as a GIF."""
-    pictures = [_pil(grid_array(x[:n].clamp(-1, 1))).convert("P") for _, x in frames]
+    """The denoising trajectory of the first n images, one grid per recorded step, as a GIF.
+
+    At most max_frames frames, evenly spaced and always ending on the samples.
+    """
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round())
+    chosen = [frames[int(i)][1] for i in picks]
+    pictures = [_pil(grid_array(x[:n].clamp(-1, 1))).convert("P") for x in chosen]
     # hold the final samples on screen a while before the loop restarts
     durations = [duration_ms] * (len(pictures) - 1) + [1500]
     return _write(

@@ -16,6 +16,7 @@ from scorelab.processes.ddpm import (
 )
 from scorelab.processes.parameterization import (
     as_eps_fn,
+    clip_x0,
     convert,
     denoiser_from_eps,
     from_denoiser,
@@ -43,6 +44,7 @@ __all__ = [
     "Gaussian",
     "ReverseStep",
     "as_eps_fn",
+    "clip_x0",
     "convert",
     "denoiser_from_eps",
     "from_denoiser",

@@ -113,6 +113,13 @@ def preconditioned(net: ModelFn, schedule: Schedule) -> ModelFn:
     return model_fn
 
 
+def clip_x0(eps_fn: EpsFn, schedule: Schedule, low: float = -1.0, high: float = 1.0) -> EpsFn:
+    """eps_fn whose implied x0 is clipped to [low, high] (DDPM's sampler, diffusers'
+    clip_sample): eps is recomputed from the clipped x0 at the same x_t."""
+    denoiser = denoiser_from_eps(eps_fn, schedule)
+    return from_denoiser(lambda x, t: denoiser(x, t).clamp(low, high), schedule)
+
+
 def split_learned_variance(model_fn: ModelFn) -> tuple[ModelFn, ModelFn]:
     """Split a network that outputs 2C channels along dim 1 into (prediction_fn, variance_fn).
 
@@ -180,6 +187,7 @@ def denoiser_from_eps(eps_fn: EpsFn, schedule: Schedule) -> ModelFn:
 
 __all__ = [
     "as_eps_fn",
+    "clip_x0",
     "convert",
     "denoiser_from_eps",
     "from_denoiser",
