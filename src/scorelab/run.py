@@ -33,12 +33,13 @@ from scorelab.build import (
     resolve_objective,
     sample_shape,
 )
+from scorelab.classifier import NoisyClassifier, load_classifier
 from scorelab.config import RunConfig, apply_overrides, config_differences
 from scorelab.data import Normalizer, check_array, is_image_source, load_dataset_labels
 from scorelab.data.arrays import load_labels
 from scorelab.data.images import random_hflip
-from scorelab.classifier import NoisyClassifier, load_classifier
 from scorelab.errors import CheckpointError, DataError, ScorelabError
+from scorelab.guidance import classifier_free_guided, classifier_guided, conditional
 from scorelab.objectives import (
     DENOISING_OBJECTIVES,
     LossSecondMomentSampler,
@@ -47,7 +48,6 @@ from scorelab.objectives import (
     hybrid_loss,
     score_matching_loss,
 )
-from scorelab.guidance import classifier_free_guided, classifier_guided, conditional
 from scorelab.processes import SDE, DiscreteSchedule
 from scorelab.processes.ddpm import Variance, VarianceFn
 from scorelab.samplers import SampleResult, sample
