@@ -428,9 +428,7 @@ class Run:
                 "--cond-drop 0, so its null class was never learned (use --cfg only with runs "
                 "trained with e.g. --cond-drop 0.1; plain --class works)"
             )
-        return classifier_free_guided(
-            self.cond_eps_fn, y, scale=cfg, null_label=self.num_classes
-        )
+        return classifier_free_guided(self.cond_eps_fn, y, scale=cfg, null_label=self.num_classes)
 
     @property
     def variance(self) -> Variance | VarianceFn:
