@@ -65,10 +65,10 @@ def _train_cfg(steps: int, **more) -> TrainConfig:
     )  # fmt: skip
 
 
-def _steps_for(seconds: float, probe_dir: Path, data: str) -> int:
+def _steps_for(seconds: float, probe_dir: Path, data: str, labels: str) -> int:
     """Training steps that fit in `seconds`, from a 20-step probe of the same model."""
     cfg = RunConfig(data=data, model=MODEL, schedule=SCHEDULE, train=_train_cfg(20))
-    cfg = cfg.replace(conditional=True)
+    cfg = cfg.replace(conditional=True, labels=labels)
     result = train(cfg, probe_dir, progress=False, log=lambda m: None, pictures=False)
     return max(50, int(seconds / (result.seconds / 20)))
 
@@ -114,7 +114,11 @@ def main() -> int:
     features = classifier_features(clean)
     print(f"clean classifier: held-out accuracy {clean_accuracy:.3f}", flush=True)
 
-    steps = _steps_for(0.7 * args.budget, work / "probe", data) if args.budget else 50
+    steps = (
+        _steps_for(0.7 * args.budget, work / "probe", data, str(work / "ref_labels.npy"))
+        if args.budget
+        else 50
+    )
     cfg = RunConfig(
         data=data, labels=str(work / "ref_labels.npy"), model=MODEL, schedule=SCHEDULE,
         train=_train_cfg(steps, cond_drop=0.1), conditional=True,
