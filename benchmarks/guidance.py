@@ -94,6 +94,9 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=100, help="samples per class")
     parser.add_argument("--scales", default="0,1,3,10", help="classifier scales s")
     parser.add_argument("--weights", default="0,1,3", help="CFG weights w")
+    parser.add_argument(
+        "--clean-epochs", type=int, default=60, help="epochs of the clean classifier (default 60)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--out", type=Path, default=RESULTS / "guidance.md")
     args = parser.parse_args()
@@ -110,7 +113,7 @@ def main() -> int:
     print(f"digits: {len(ref)} reference, {len(held)} held out; budget {args.budget:.0f}s")
 
     t0 = time.perf_counter()
-    clean, clean_accuracy = train_clean(ref, ref_y, held, held_y)
+    clean, clean_accuracy = train_clean(ref, ref_y, held, held_y, epochs=args.clean_epochs)
     features = classifier_features(clean)
     print(f"clean classifier: held-out accuracy {clean_accuracy:.3f}", flush=True)
 
@@ -164,7 +167,8 @@ def main() -> int:
         "",
         f"{datetime.date.today()}, {cpu_model()}, {args.threads} threads, torch "
         f"{torch.__version__}, Python {platform.python_version()}; `benchmarks/guidance.py "
-        f"--budget {args.budget:g} --per-class {n}` ({total:.0f}s in all).",
+        f"--budget {args.budget:g} --per-class {n} --clean-epochs {args.clean_epochs}` "
+        f"({total:.0f}s in all).",
         "",
         f"**Budget**: {args.budget:g}s of CPU training in all (conditional U-Net {steps} steps "
         f"with --cond-drop 0.1; noise-aware classifier {cls_steps} steps), {n} samples per "
