@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood bench-digits clean
+.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-guidance clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-likelihood: $(BIN)/scorelab
 # digits needs scikit-learn; the diffusers peer is optional (.[bench]); --budget 600 by default
 bench-digits: $(BIN)/scorelab
 	$(BIN)/python benchmarks/digits.py
+
+# guidance on digits (needs scikit-learn); --budget 900 --per-class 100 by default
+bench-guidance: $(BIN)/scorelab
+	$(BIN)/python benchmarks/guidance.py
 
 clean:
 	rm -rf runs .pytest_cache

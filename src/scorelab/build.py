@@ -65,9 +65,17 @@ def build_model(cfg: ModelConfig, schedule_T: int, *, time_span: float | None = 
             cfg.dropout,
             time_scale=1000 / span,
             out_channels=2 * cfg.in_channels if learned else None,
+            num_classes=cfg.num_classes,
         )
     out_dim = 2 * cfg.dim if learned else cfg.dim
-    return MLP(cfg.dim, cfg.width, cfg.depth, time_scale=1000 / span, out_dim=out_dim)
+    return MLP(
+        cfg.dim,
+        cfg.width,
+        cfg.depth,
+        time_scale=1000 / span,
+        out_dim=out_dim,
+        num_classes=cfg.num_classes,
+    )
 
 
 def build_model_for(cfg: RunConfig, process: DiscreteSchedule | SDE) -> nn.Module:

@@ -249,7 +249,28 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
         ),
         ("--width", "model.width", _positive_int, f"MLP width (default: {m.width})"),
         ("--depth", "model.depth", _positive_int, f"MLP residual blocks (default: {m.depth})"),
-    ] + _image_train_flags()
+    ] + _image_train_flags() + _conditional_train_flags()
+
+
+def _conditional_train_flags() -> list[tuple[str, str, object, str]]:
+    """Flags of class-conditional training (issue 7)."""
+    return [
+        (
+            "--labels",
+            "labels",
+            str,
+            "integer class labels (N,) in a .npy beside an .npy --data (ring, digits and "
+            "folders with class sub-folders carry their own)",
+        ),
+        (
+            "--cond-drop",
+            "train.cond_drop",
+            _fraction,
+            "label dropout: replace each label by the null class with this probability, so "
+            "the model can do classifier-free guidance (--cfg); implies --conditional "
+            "(default: 0)",
+        ),
+    ]
 
 
 def _int_list(text: str) -> list[int]:
@@ -331,6 +352,10 @@ _SWITCHES = {
     "--hflip": ("hflip", "images: random horizontal flips (off by default; leave off for digits)"),
     "--compile": ("train.compile", "torch.compile the network (pays off only on long runs)"),
     "--channels-last": ("train.channels_last", "channels-last memory format for images"),
+    "--conditional": (
+        "conditional",
+        "class-conditional model eps(x, t, y) on the data's labels (a null class too)",
+    ),
 }
 
 
@@ -386,7 +411,7 @@ def _add_sample(sub) -> None:
     )
     p.add_argument("run_dir", type=Path, help="run directory written by `scorelab train`")
     p.add_argument(
-        "--n", type=_positive_int, default=2000, help="number of samples (default: 2000)"
+        "--n", type=_positive_int, default=None, help="number of samples (default: 2000)"
     )
     p.add_argument("--out", type=Path, required=True, help="FILE.npy or FILE.png")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the noise (default: 0)")
@@ -437,6 +462,101 @@ def _add_sample(sub) -> None:
         choices=["ema", "raw"],
         help="which weights to sample with (default: ema)",
     )
+    _add_guidance_args(p)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0,1,3, got {text!r}") from None
+    if not values or any(not 0 <= v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers >= 0, got {text!r}")
+    return values
+
+
+def _add_guidance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--class",
+        dest="class_",
+        type=_nonneg_int,
+        default=None,
+        help="sample this class: with a conditional run alone, its conditional model; with "
+        "--classifier, classifier guidance; with --cfg, classifier-free guidance",
+    )
+    p.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        help="classifier guidance with this noise-aware classifier (`scorelab "
+        "train-classifier`), on the same data and schedule as the run",
+    )
+    p.add_argument(
+        "--scale",
+        type=_nonneg_float,
+        default=1.0,
+        help="classifier guidance scale s: score + s grad log p(y | x_t) (default: 1)",
+    )
+    p.add_argument(
+        "--cfg",
+        type=_nonneg_float,
+        default=None,
+        help="classifier-free guidance weight w: (1 + w) eps(x, y) - w eps(x, null); needs a "
+        "run trained with --cond-drop > 0; 0 is plain conditional sampling",
+    )
+    p.add_argument(
+        "--sweep-classes",
+        action="store_true",
+        help="sample every class at each of --scales (classifier scales with --classifier, "
+        "else CFG weights) and write a grid (images) or a panel per scale (2-D) to --out "
+        "(.png); --n is then the samples per class and scale (default: 8 images, 200 points)",
+    )
+    p.add_argument(
+        "--scales",
+        type=_float_list,
+        default=[0.0, 1.0, 3.0],
+        help="the scales of --sweep-classes (default: 0,1,3)",
+    )
+
+
+def _add_train_classifier(sub) -> None:
+    from scorelab.classifier import ClassifierConfig
+
+    d = ClassifierConfig()
+    p = sub.add_parser(
+        "train-classifier",
+        help="train a noise-aware classifier p(y | x_t, t) for classifier guidance",
+        description="Train p_phi(y | x_t, t) on x_t drawn from the forward process (t uniform "
+        "on 1..T), an MLP for vectors and a U-Net encoder for images, and report its accuracy "
+        "per noise level (printed and written to OUT/accuracy.md). Use the same --data (and "
+        "--n-data, --seed, --schedule, --T) as the run it will guide.",
+    )
+    p.add_argument("--data", required=True, help="labelled data: ring, digits, a folder, .npy")
+    p.add_argument("--labels", default=None, help="labels .npy beside an .npy --data")
+    p.add_argument(
+        "--n-data", type=_positive_int, default=d.n_data, help=f"points (default: {d.n_data})"
+    )
+    p.add_argument("--image-size", type=_positive_int, default=None, help="resize images")
+    p.add_argument("--out", type=Path, required=True, help="classifier directory to create")
+    p.add_argument("--schedule", default=d.schedule.name, help="beta schedule (default: linear)")
+    p.add_argument("--T", type=_positive_int, default=d.schedule.T, help="steps (default: 1000)")
+    t = d.train
+    p.add_argument("--steps", type=_positive_int, default=t.steps, help=f"(default: {t.steps})")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=t.batch_size, help=f"(default: {t.batch_size})"
+    )
+    p.add_argument("--lr", type=_positive_float, default=t.lr, help=f"(default: {t.lr})")
+    p.add_argument("--seed", type=_nonneg_int, default=t.seed, help="seed (default: 0)")
+    p.add_argument("--width", type=_positive_int, default=128, help="MLP width (default: 128)")
+    p.add_argument("--depth", type=_positive_int, default=3, help="MLP blocks (default: 3)")
+    p.add_argument(
+        "--channels", type=_positive_int, default=32, help="encoder base width (default: 32)"
+    )
+    p.add_argument(
+        "--channel-mult", type=_int_list, default=[1, 2], help="encoder levels (default: 1,2)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _add_eval(sub) -> None:
@@ -611,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_sample(sub)
+    _add_train_classifier(sub)
     _add_eval(sub)
     _add_demo(sub)
     sub.add_parser("samplers", help="list the samplers with their papers and NFE per step")
@@ -626,6 +747,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     overrides.update(_switch_overrides(args))
     _sde_overrides(args, overrides)
+    if overrides.get("train.cond_drop", 0) > 0:
+        overrides["conditional"] = True
     if args.ssm_plain:
         overrides["score.variance_reduced"] = False
     if overrides.get("data") and "model.name" not in overrides and not args.resume:
@@ -702,6 +825,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     suffix = args.out.suffix.lower()
     run = load_run(args.run_dir, weights=args.weights)
+    if args.sweep_classes:
+        return _sample_sweep(args, run)
+    if args.n is None:
+        args.n = 2000
+    if args.class_ is None and (args.cfg is not None or args.classifier is not None):
+        raise ScorelabError("--cfg and --classifier need --class (or --sweep-classes)")
     if run.config.model.name == "unet":
         return _sample_images(args, run)
     if suffix not in (".npy", ".png"):
@@ -713,6 +842,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         steps=args.steps,
         spacing=args.spacing,
+        **_guidance(args),
         **_sampler_options(args),
     )
     seconds = time.perf_counter() - t0
@@ -757,6 +887,7 @@ def _sample_images(args: argparse.Namespace, run) -> int:
         steps=args.steps,
         spacing=args.spacing,
         record_trajectory=suffix == ".gif",
+        **_guidance(args),
         **_sampler_options(args),
     )
     seconds = time.perf_counter() - t0
@@ -781,6 +912,69 @@ def _sample_images(args: argparse.Namespace, run) -> int:
     print(
         f"wrote {args.n} samples to {' and '.join(map(str, written))} "
         f"({result.nfe} NFE, {seconds:.2f}s)"
+    )
+    return 0
+
+
+def _guidance(args: argparse.Namespace) -> dict:
+    """Run.sample's class and guidance options from --class, --classifier/--scale, --cfg."""
+    if args.class_ is None:
+        return {}
+    if args.cfg is not None and args.classifier is not None:
+        raise ScorelabError("give --cfg or --classifier, not both")
+    out = {"y": args.class_, "cfg": args.cfg}
+    if args.classifier is not None:
+        out.update(classifier=args.classifier, scale=args.scale)
+    return out
+
+
+def _sample_sweep(args: argparse.Namespace, run) -> int:
+    """--sweep-classes: every class at each of --scales, one picture."""
+    from scorelab.build import build_data
+    from scorelab.classifier import load_classifier
+    from scorelab.evaluation.guidance import (
+        guidance_sweep,
+        save_sweep_images,
+        save_sweep_scatter,
+    )
+
+    if args.out.suffix.lower() != ".png":
+        raise ScorelabError(f"--sweep-classes writes a .png, got --out {args.out}")
+    if args.class_ is not None or args.cfg is not None:
+        raise ScorelabError("--sweep-classes takes --scales, not --class or --cfg")
+    images = run.config.model.name == "unet"
+    n = args.n or (8 if images else 200)
+    classifier = load_classifier(args.classifier) if args.classifier is not None else None
+    classes = classifier.num_classes if classifier is not None else run.num_classes
+    if not classes:
+        raise ScorelabError(
+            f"{args.run_dir} is an unconditional run: --sweep-classes needs --classifier"
+        )
+    t0 = time.perf_counter()
+    sweep = guidance_sweep(
+        run,
+        range(classes),
+        args.scales,
+        n,
+        classifier=classifier,
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        spacing=args.spacing,
+        **_sampler_options(args),
+    )
+    what = "s" if classifier is not None else "w"
+    try:
+        if images:
+            save_sweep_images(sweep, n, args.out)
+        else:
+            save_sweep_scatter(sweep, build_data(run.config)[:4000], args.out, what)
+    except OSError as e:
+        raise ScorelabError(f"cannot write {args.out}: {e.strerror or e}") from None
+    print(
+        f"wrote {classes} classes x {len(args.scales)} scales ({what} = "
+        f"{','.join(f'{s:g}' for s in args.scales)}), {n} samples each, to {args.out} "
+        f"({time.perf_counter() - t0:.1f}s)"
     )
     return 0
 
@@ -860,6 +1054,45 @@ def _run_eval_nll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from scorelab.classifier import ClassifierConfig, train_classifier
+
+    d = ClassifierConfig()
+    cfg = ClassifierConfig(
+        data=args.data,
+        n_data=args.n_data,
+        labels=args.labels,
+        image_size=args.image_size,
+        model=dataclasses.replace(
+            d.model,
+            width=args.width,
+            depth=args.depth,
+            channels=args.channels,
+            channel_mult=tuple(args.channel_mult),
+            res_blocks=1,
+        ),
+        schedule=dataclasses.replace(d.schedule, name=args.schedule, T=args.T),
+        train=dataclasses.replace(
+            d.train,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            warmup=min(d.train.warmup, args.steps // 10),
+            ckpt_every=args.steps,
+            device=args.device,
+        ),
+    )
+    result, _ = train_classifier(cfg, args.out, progress=not args.no_progress)
+    print(
+        f"trained the classifier to step {result.step} in {result.seconds:.1f}s, final loss "
+        f"{result.final_loss:.4f}; wrote {args.out / 'accuracy.md'} and {result.checkpoint}"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from scorelab.demo import run_demo
 
@@ -908,6 +1141,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
+    "train-classifier": cmd_train_classifier,
     "eval": cmd_eval,
     "demo": cmd_demo,
     "samplers": cmd_samplers,

@@ -32,6 +32,9 @@ class ModelConfig:
     res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (4,)
     dropout: float = 0.1
+    # class-conditional models (issue 7): labels 0..num_classes-1 and the null class
+    # num_classes; 0: unconditional. Set from the data's labels by `train --conditional`.
+    num_classes: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = False
     sample_every: int = 0
+    # label dropout: each label replaced by the null class with this probability, which trains
+    # the unconditional model too (classifier-free guidance needs it > 0)
+    cond_drop: float = 0.0
 
     def validate(self) -> None:
         checks = [
@@ -137,6 +143,7 @@ class TrainConfig:
                 f"--precision must be fp32, bf16 or fp16, got {self.precision!r}",
             ),
             (self.sample_every >= 0, "--sample-every must be >= 0"),
+            (0 <= self.cond_drop < 1, f"--cond-drop must be in [0, 1), got {self.cond_drop}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -156,6 +163,9 @@ class RunConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     image_size: int | None = None
     hflip: bool = False
+    # class-conditional training on the data's labels (a labelled dataset or --labels FILE)
+    conditional: bool = False
+    labels: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

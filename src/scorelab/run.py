@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from scorelab.build import (
     build_data,
     build_eps_and_variance,
+    build_eps_fn,
     build_image_data,
     build_model_for,
     build_process,
@@ -32,13 +33,18 @@ from scorelab.build import (
     resolve_objective,
     sample_shape,
 )
+from scorelab.classifier import NoisyClassifier, load_classifier
 from scorelab.config import RunConfig, apply_overrides, config_differences
-from scorelab.data import Normalizer, check_array, is_image_source
+from scorelab.data import Normalizer, check_array, is_image_source, load_dataset_labels
+from scorelab.data.arrays import load_labels
 from scorelab.data.images import random_hflip
 from scorelab.errors import CheckpointError, DataError, ScorelabError
+from scorelab.guidance import classifier_free_guided, classifier_guided, conditional
 from scorelab.objectives import (
+    DENOISING_OBJECTIVES,
     LossSecondMomentSampler,
     diffusion_loss,
+    drop_labels,
     hybrid_loss,
     score_matching_loss,
 )
@@ -52,7 +58,7 @@ from scorelab.training.checkpoint import (
     read_checkpoint,
 )
 from scorelab.training.trainer import Trainer, TrainResult
-from scorelab.typing import EpsFn
+from scorelab.typing import CondEpsFn, EpsFn
 
 CONFIG = "config.json"
 LANGEVIN_SAMPLES = "langevin_samples.npy"  # tsm without --data: the samples trained on
@@ -130,7 +136,9 @@ def train(
     if images:
         image_set = build_image_data(cfg)
         log(f"data: {image_set.note}, images {tuple(image_set.image_shape)}")
-        data = image_set.x
+        data, labels = image_set.x, image_set.labels
+        if cfg.labels is not None:
+            labels = load_labels(cfg.labels, data.shape[0])
         cfg = cfg.replace(model=check_image_model(cfg.model, image_set.image_shape))
         if cfg.normalizer is None:
             cfg = cfg.replace(normalizer=IDENTITY.to_dict())
@@ -138,19 +146,27 @@ def train(
         if cfg.model.name == "unet":
             raise DataError(f"--model unet takes images; {cfg.data} is vector data (use mlp)")
         data = check_array(build_data(cfg), cfg.data)
+        labels = None
+        if cfg.conditional or cfg.labels is not None:
+            labels = load_dataset_labels(
+                cfg.data, cfg.n_data, seed=cfg.train.seed, labels=cfg.labels
+            )
         if cfg.normalizer is None:
             cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
         if cfg.model.dim != data.shape[1]:
             cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=data.shape[1]))
+    cfg = resolve_conditioning(cfg, labels)
     process = build_process(cfg)
     torch.manual_seed(cfg.train.seed)  # the initial weights
     model = build_model_for(cfg, process)
     loss_fn = _loss_fn(cfg, process, target)
+    if cfg.conditional:
+        loss_fn = conditional_loss_fn(loss_fn, cfg.model.num_classes, cfg.train.cond_drop)
     if cfg.hflip:  # augmentation: each example flipped left-right with probability 1/2
         unflipped = loss_fn
 
-        def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
-            return unflipped(net, random_hflip(x0, generator), generator)
+        def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator, *y: Tensor) -> Tensor:
+            return unflipped(net, random_hflip(x0, generator), generator, *y)
 
     run_cfg = cfg
 
@@ -168,6 +184,7 @@ def train(
         cfg.to_dict(),
         progress=progress,
         on_sample=write_samples if images and pictures else None,
+        labels=labels if cfg.conditional else None,
     )
     if tensors is not None and meta is not None:
         trainer.restore(tensors, meta, str(checkpoint))
@@ -180,6 +197,45 @@ def train(
     if images and pictures and trainer.rank == 0 and cfg.train.sample_every == 0:
         write_samples(trainer)
     return result
+
+
+def resolve_conditioning(cfg: RunConfig, labels: Tensor | None) -> RunConfig:
+    """A conditional run's config with num_classes from its labels, or why it cannot be one."""
+    if cfg.train.cond_drop > 0 and not cfg.conditional:
+        raise ScorelabError("--cond-drop trains a conditional model: add --conditional")
+    if not cfg.conditional:
+        if cfg.labels is not None:
+            raise ScorelabError("--labels is used by --conditional (or train-classifier)")
+        return cfg
+    if labels is None:
+        raise DataError(
+            f"--conditional needs labelled data; {cfg.data} has no labels (labelled: ring, "
+            "digits, folders with class sub-folders, or --labels FILE.npy beside an .npy)"
+        )
+    if cfg.sde is not None or cfg.objective not in DENOISING_OBJECTIVES:
+        raise ScorelabError(
+            "--conditional trains with --objective eps, x0 or v on the discrete schedule, "
+            f"not {cfg.objective!r}"
+        )
+    if cfg.train.t_sampling != "uniform":
+        raise ScorelabError("--conditional is not supported with --t-sampling second-moment")
+    num_classes = int(labels.max()) + 1
+    if cfg.model.num_classes not in (0, num_classes):
+        raise ScorelabError(
+            f"the run's config has num_classes {cfg.model.num_classes}, the labels {num_classes}"
+        )
+    return cfg.replace(model=dataclasses.replace(cfg.model, num_classes=num_classes))
+
+
+def conditional_loss_fn(loss_fn: Callable[..., Tensor], null_label: int, cond_drop: float):
+    """loss_fn(net, x0, generator, y): the unconditional loss of net(x, t, y~), where y~ is y
+    with labels dropped to the null class with probability cond_drop (label dropout)."""
+
+    def loss(net: nn.Module, x0: Tensor, generator: torch.Generator, y: Tensor) -> Tensor:
+        y = drop_labels(y, cond_drop, null_label, generator=generator)
+        return loss_fn(lambda x, t: net(x, t, y), x0, generator)
+
+    return loss
 
 
 def write_pictures(
@@ -322,6 +378,59 @@ class Run:
         return build_eps_and_variance(self.model, self.config, self.schedule)[0]
 
     @property
+    def num_classes(self) -> int:
+        """Classes of a conditional run (labels 0..num_classes - 1); 0 if unconditional."""
+        return self.config.model.num_classes
+
+    @property
+    def cond_eps_fn(self) -> CondEpsFn:
+        """A conditional run's eps(x, t, y); y = num_classes is the null class."""
+        if self.num_classes == 0:
+            raise ScorelabError(f"{self.run_dir} is not a conditional run (train --conditional)")
+        model, cfg, schedule = self.model, self.config, self.schedule
+
+        def cond_eps_fn(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+            return build_eps_fn(lambda x_, t_: model(x_, t_, y), cfg, schedule)(x, t)
+
+        return cond_eps_fn
+
+    def guided_eps_fn(
+        self,
+        y: int | Tensor,
+        *,
+        cfg: float | None = None,
+        classifier: NoisyClassifier | str | Path | None = None,
+        scale: float = 1.0,
+    ) -> EpsFn:
+        """The eps_fn that samples class y: classifier guidance (classifier, scale s),
+        classifier-free guidance (weight cfg = w), or the conditional model (neither)."""
+        if cfg is not None and classifier is not None:
+            raise ScorelabError("give --cfg or --classifier, not both")
+        if classifier is not None:
+            if not isinstance(classifier, NoisyClassifier):
+                classifier = load_classifier(classifier)
+            classifier.check_matches(self)
+            _check_label(y, classifier.num_classes)
+            return classifier_guided(
+                self.eps_fn, self.schedule, classifier.classifier_fn, y, scale=scale
+            )
+        if self.num_classes == 0:
+            raise ScorelabError(
+                f"{self.run_dir} is an unconditional run: --class needs a --classifier, or a "
+                "run trained with --conditional (and --cond-drop for --cfg)"
+            )
+        _check_label(y, self.num_classes)
+        if cfg is None:
+            return conditional(self.cond_eps_fn, y)
+        if self.config.train.cond_drop <= 0:
+            raise ScorelabError(
+                f"--cfg needs a run trained with label dropout; {self.run_dir} was trained with "
+                "--cond-drop 0, so its null class was never learned (use --cfg only with runs "
+                "trained with e.g. --cond-drop 0.1; plain --class works)"
+            )
+        return classifier_free_guided(self.cond_eps_fn, y, scale=cfg, null_label=self.num_classes)
+
+    @property
     def variance(self) -> Variance | VarianceFn:
         """The reverse variance: "beta_tilde", "beta", or the network's learned VarianceFn."""
         return build_eps_and_variance(self.model, self.config, self.schedule)[1]
@@ -334,13 +443,22 @@ class Run:
         sampler: str = "ddpm",
         steps: int | None = None,
         record_trajectory: bool = False,
+        y: int | Tensor | None = None,
+        cfg: float | None = None,
+        classifier: NoisyClassifier | str | Path | None = None,
+        scale: float = 1.0,
         **options,
     ) -> tuple[Tensor, SampleResult]:
-        """n samples in the data's own units, and the sampler's result (model units)."""
+        """n samples in the data's own units, and the sampler's result (model units); with y,
+        of class y (see guided_eps_fn for cfg, classifier and scale)."""
         if n < 1:
             raise ScorelabError(f"--n must be >= 1, got {n}")
         generator = torch.Generator().manual_seed(seed)
         eps_fn, variance = build_eps_and_variance(self.model, self.config, self.schedule)
+        if y is not None:
+            eps_fn = self.guided_eps_fn(y, cfg=cfg, classifier=classifier, scale=scale)
+        elif cfg is not None or classifier is not None:
+            raise ScorelabError("--cfg and --classifier need --class")
         if sampler == "ddpm" and options.get("variance") is None and variance != "beta_tilde":
             options["variance"] = variance  # the run's own (fixed large or learned)
         if options.get("variance") == "analytic" and "gamma" not in options:
@@ -362,6 +480,12 @@ class Run:
         if self.config.model.name == "unet":
             x = x.clamp(-1, 1)  # images: the data's range, as DDPM clips its final samples
         return x, result
+
+
+def _check_label(y: int | Tensor, num_classes: int) -> None:
+    y = torch.as_tensor(y)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ScorelabError(f"--class must be in 0..{num_classes - 1}, got {y.tolist()}")
 
 
 def load_run(run_dir: Path | str, *, weights: str = "ema") -> Run:

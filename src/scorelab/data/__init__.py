@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from scorelab.data.arrays import check_array, load_npy
+from scorelab.data.arrays import check_array, load_labels, load_npy
 from scorelab.data.images import IMAGE_DATASETS, ImageSet, is_image_source, load_images
 from scorelab.data.normalize import Normalizer
-from scorelab.data.toy import TOY_DATASETS
+from scorelab.data.toy import TOY_DATASETS, TOY_LABELS
 from scorelab.errors import DataError
 
 DATASETS = dict(TOY_DATASETS)
@@ -30,6 +30,18 @@ def load_dataset(name: str, n: int = 20_000, *, seed: int = 0) -> Tensor:
     )
 
 
+def load_dataset_labels(
+    name: str, n: int = 20_000, *, seed: int = 0, labels: str | None = None
+) -> Tensor | None:
+    """The class labels (N,) of load_dataset(name, n, seed=seed): a labelled built-in (the
+    ring's components), or the .npy file labels; None when the data carry none."""
+    if labels is not None:
+        return load_labels(labels, load_dataset(name, n, seed=seed).shape[0])
+    if name in TOY_LABELS:
+        return TOY_LABELS[name](n, torch.Generator().manual_seed(seed))
+    return None
+
+
 __all__ = [
     "DATASETS",
     "IMAGE_DATASETS",
@@ -38,6 +50,8 @@ __all__ = [
     "check_array",
     "is_image_source",
     "load_dataset",
+    "load_dataset_labels",
+    "load_labels",
     "load_images",
     "load_npy",
 ]

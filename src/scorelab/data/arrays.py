@@ -42,3 +42,24 @@ def load_npy(path: str | Path) -> Tensor:
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read as .npy ({e})") from None
     return check_array(arr, str(path))
+
+
+def load_labels(path: str | Path, n: int) -> Tensor:
+    """Read integer class labels (N,) from a .npy file beside N data rows: int64, >= 0."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read as a plain .npy array ({e})") from None
+    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
+        raise DataError(
+            f"{path}: labels must be a 1-D integer array, got dtype {arr.dtype} shape {arr.shape}"
+        )
+    if len(arr) != n:
+        raise DataError(f"{path}: {len(arr)} labels for {n} data rows")
+    if len(arr) and arr.min() < 0:
+        raise DataError(f"{path}: labels must be >= 0, found {int(arr.min())}")
+    return torch.from_numpy(arr.astype(np.int64))

@@ -15,6 +15,11 @@ def ring(n: int, generator: torch.Generator) -> Tensor:
     return ring_mixture().sample(n, generator=generator)[0].float()
 
 
+def ring_labels(n: int, generator: torch.Generator) -> Tensor:
+    """The component (0..7) of each point of ring(n, generator) drawn with the same seed."""
+    return ring_mixture().sample(n, generator=generator)[1]
+
+
 def swiss_roll(n: int, generator: torch.Generator) -> Tensor:
     """The 2-D swiss roll: angle u in [1.5 pi, 4.5 pi], point u (cos u, sin u) / 5, noise 0.1."""
     u = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator))
@@ -46,3 +51,5 @@ TOY_DATASETS = {
     "moons": moons,
     "checkerboard": checkerboard,
 }
+# datasets whose points carry class labels: the same seed gives the points and their labels
+TOY_LABELS = {"ring": ring_labels}

@@ -30,3 +30,24 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(sinusoidal_embedding(t * self.time_scale, self.dim))
+
+
+class LabelEmbedding(nn.Module):
+    """A learned vector per class plus one for the null class (index num_classes), which
+    y = None selects: the conditional and unconditional model in one network (Ho & Salimans
+    2022). Zero-initialized, so a new conditional net starts as its unconditional twin."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        if y is None:
+            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        if y.shape != (batch,):
+            raise ValueError(f"labels must have shape ({batch},), got {tuple(y.shape)}")
+        return self.table(y.long())

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scorelab.nn.embedding import TimeEmbedding
+from scorelab.nn.embedding import LabelEmbedding, TimeEmbedding
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -56,7 +56,9 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """forward(x (B, C, S, S), t (B,), y=None) -> (B, out_channels or C, S, S)."""
+    """forward(x (B, C, S, S), t (B,), y=None) -> (B, out_channels or C, S, S); with
+    num_classes > 0 the label y (None: the null class) is embedded and added to the time
+    embedding."""
 
     def __init__(
         self,
@@ -69,6 +71,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         time_scale: float = 1.0,
         out_channels: int | None = None,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
@@ -85,6 +88,7 @@ class UNet(nn.Module):
         self.time = nn.Sequential(
             TimeEmbedding(channels, time_scale), nn.SiLU(), nn.Linear(channels, temb)
         )
+        self.label = LabelEmbedding(num_classes, temb) if num_classes > 0 else None
         self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down = nn.ModuleList()
         widths, c, res = [channels], channels, image_size
@@ -132,6 +136,8 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         temb = self.time(t)
+        if self.label is not None:
+            temb = temb + self.label(y, x.shape[0], x.device)
         h = self.inp(x)
         skips = [h]
         for block in self.down:

@@ -1,5 +1,6 @@
 """Losses: pure functions returning one value per example, shape (B,)."""
 
+from scorelab.objectives.conditional import classifier_loss, drop_labels
 from scorelab.objectives.denoising import diffusion_loss, sample_timesteps
 from scorelab.objectives.hybrid import LossSecondMomentSampler, hybrid_loss
 from scorelab.objectives.score_matching import (
@@ -23,7 +24,9 @@ __all__ = [
     "LossSecondMomentSampler",
     "SCORE_OBJECTIVES",
     "WEIGHTINGS",
+    "classifier_loss",
     "diffusion_loss",
+    "drop_labels",
     "esm_loss",
     "hybrid_loss",
     "ism_loss",

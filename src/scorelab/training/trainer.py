@@ -79,7 +79,8 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains model on data with loss_fn(model, batch, generator) -> (B,)."""
+    """Trains model on data with loss_fn(model, batch, generator) -> (B,); with labels (N,),
+    loss_fn(model, batch, generator, batch_labels), the labels indexed like the data."""
 
     def __init__(
         self,
@@ -92,8 +93,11 @@ class Trainer:
         *,
         progress: bool = True,
         on_sample: Callable[[Trainer], None] | None = None,
+        labels: Tensor | None = None,
     ) -> None:
         cfg.validate()
+        if labels is not None and labels.shape != (data.shape[0],):
+            raise ScorelabError(f"{tuple(labels.shape)} labels for {data.shape[0]} examples")
         self.rank, self.world_size = world()
         self.device = local_device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -111,6 +115,7 @@ class Trainer:
         self.model, self.loss_fn, self.data, self.cfg = model, loss_fn, data.to(self.device), cfg
         self.run_dir, self.config, self.progress = Path(run_dir), config, progress
         self.on_sample = on_sample
+        self.labels = labels.to(self.device) if labels is not None else None
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.ema = EMA(model, cfg.ema_decay)
         self.generator = torch.Generator(device=self.data.device).manual_seed(cfg.seed)
@@ -242,12 +247,14 @@ class Trainer:
             self.step, loss_value, self.bad_steps, self.seconds, self.run_dir / CHECKPOINT
         )
 
-    def _loss(self, x0: Tensor, generator: torch.Generator) -> Tensor:
+    def _loss(self, idx: Tensor, generator: torch.Generator) -> Tensor:
+        x0 = self.data[idx]
+        extra = () if self.labels is None else (self.labels[idx],)
         if self.cfg.channels_last and x0.ndim == 4:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         dtype = torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.cfg.precision != "fp32"):
-            loss = self.loss_fn(self.net, x0, generator).mean()
+            loss = self.loss_fn(self.net, x0, generator, *extra).mean()
         return loss.float()  # the loss and its gradient's scale stay in float32
 
     def _gradient(self) -> tuple[float, float]:
@@ -266,7 +273,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         shards = cfg.micro_batches * self.world_size
         if shards == 1:
-            loss = self._loss(self.data[idx], self.generator)
+            loss = self._loss(idx, self.generator)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 return loss_value, float("nan")
@@ -280,7 +287,7 @@ class Trainer:
             last = j == cfg.micro_batches - 1
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.net.no_sync()
             with sync:
-                loss = self._loss(self.data[idx[k::shards]], generator)
+                loss = self._loss(idx[k::shards], generator)
                 # NaN gradients reach every rank through the all-reduce, so all skip together
                 self._backward(loss / cfg.micro_batches)
             losses.append(loss.item())
