@@ -32,6 +32,11 @@ class ModelConfig:
     res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (4,)
     dropout: float = 0.1
+    # the VAE's (--model vae): latent size (0: 2 for vectors, 16 for images), decoder
+    # likelihood ("": gaussian for vectors, logistic for images) and the KL weight beta
+    latent_dim: int = 0
+    decoder: str = ""
+    beta: float = 1.0
 
 
 @dataclass(frozen=True)
