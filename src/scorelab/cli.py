@@ -877,7 +877,7 @@ def _run_eval_nll(args: argparse.Namespace) -> int:
         raise ScorelabError(
             f"--nll {args.nll} is a VAE bound; this is a diffusion run: use --nll vlb or ode"
         )
-    if vae and is_image_model(run.config.model):
+    if is_image_model(run.config.model):
         data = load_images(name, run.config.model.image_size).x
         data = data if args.n is None else data[: args.n]
     elif name in DATASETS:

@@ -50,9 +50,7 @@ def resolve_vae_config(cfg: RunConfig, image_shape: tuple[int, int, int] | None,
     if image_shape is not None:
         c, h, _ = image_shape
         m = dataclasses.replace(m, in_channels=c, image_size=h)
-        m = dataclasses.replace(
-            m, latent_dim=m.latent_dim or 16, decoder=m.decoder or "logistic"
-        )
+        m = dataclasses.replace(m, latent_dim=m.latent_dim or 16, decoder=m.decoder or "logistic")
     else:
         if m.decoder in ("logistic", "bernoulli"):
             raise DataError(
