@@ -328,8 +328,10 @@ def _sections(summaries: list[RunSummary], n: int) -> list[tuple[str, list[str],
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
     return "\n".join(lines)
 
 
