@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood bench-digits clean
+.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-vae clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-likelihood: $(BIN)/scorelab
 # digits needs scikit-learn; the diffusers peer is optional (.[bench]); --budget 600 by default
 bench-digits: $(BIN)/scorelab
 	$(BIN)/python benchmarks/digits.py
+
+# VAE vs diffusion on the ring and digits at the same CPU budget (--budget 60 s per model)
+bench-vae: $(BIN)/scorelab
+	$(BIN)/python benchmarks/vae_vs_diffusion.py --budget 60
 
 clean:
 	rm -rf runs .pytest_cache
