@@ -774,8 +774,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             tmp.replace(args.out)
         else:
             data = build_data(run.config)
+            how = "VAE decoder" if run.config.model.name == "vae" else args.sampler
             scatter_vs_data(
-                x, data[: args.n], args.out, f"{run.config.data}: {args.sampler}, {result.nfe} NFE"
+                x, data[: args.n], args.out, f"{run.config.data}: {how}, {result.nfe} NFE"
             )
     except OSError as e:
         raise ScorelabError(f"cannot write {args.out}: {e.strerror or e}") from None
