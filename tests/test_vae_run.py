@@ -141,5 +141,6 @@ def test_diffusion_run_refuses_vae_options(tmp_path, capsys):
     argv += ["--steps", "5", "--batch-size", "32", "--T", "20", "--out", str(run), "--no-progress"]
     assert main(argv) == 0
     _fail(["eval", str(run), "--nll", "elbo"], capsys, "vlb or ode")
+    _fail([*argv, "--latent-dim", "3"], capsys, "--model vae only")
     out = str(tmp_path / "s.npy")
     _fail(["sample", str(run), "--out", out, "--latents", "prior"], capsys, "VAE runs only")

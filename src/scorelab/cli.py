@@ -672,6 +672,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     _sde_overrides(args, overrides)
     if args.ssm_plain:
         overrides["score.variance_reduced"] = False
+    vae_flags = [k for k in ("model.latent_dim", "model.decoder", "model.beta") if k in overrides]
+    if vae_flags and not args.resume and overrides.get("model.name") != "vae":
+        raise ScorelabError("--latent-dim, --decoder and --beta apply to --model vae only")
     if overrides.get("data") and "model.name" not in overrides and not args.resume:
         from scorelab.data import is_image_source
 
