@@ -981,8 +981,8 @@ def _add_compare(sub) -> None:
     p.add_argument(
         "--n-nll",
         type=_nonneg_int,
-        default=200,
-        help="examples for the NLL bounds; 0 skips them (default: 200)",
+        default=100,
+        help="examples for the NLL bounds; 0 skips them (default: 100)",
     )
     p.add_argument(
         "--steps", type=_positive_int, default=50, help="diffusion: DDIM steps (default: 50)"
