@@ -94,7 +94,7 @@ def train_for(budget: float, work: Path, data: str, setup) -> tuple:
     quiet = {"progress": False, "log": lambda m: None, "pictures": False}
     probe = train(run_config(data, *setup, PROBE_STEPS), work / "probe", **quiet)
     rate = PROBE_STEPS / max(probe.seconds, 1e-3)
-    steps = max(100, int(rate * budget))
+    steps = max(PROBE_STEPS, int(rate * budget))  # not far past the budget on a slow machine
     result = train(run_config(data, *setup, steps), work / "run", **quiet)
     return load_run(work / "run"), result
 
