@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-guidance clean
+.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-guidance bench-vae clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-digits: $(BIN)/scorelab
 # guidance on digits (needs scikit-learn); --budget 900 --per-class 100 by default
 bench-guidance: $(BIN)/scorelab
 	$(BIN)/python benchmarks/guidance.py
+
+# VAE vs diffusion on the ring and digits at the same CPU budget (--budget 60 s per model)
+bench-vae: $(BIN)/scorelab
+	$(BIN)/python benchmarks/vae_vs_diffusion.py --budget 60
 
 clean:
 	rm -rf runs .pytest_cache

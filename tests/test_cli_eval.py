@@ -172,7 +172,8 @@ def test_eval_bad_input(trained, tmp_path, capsys):
         "NaN or infinite",
     )
     _fail(["eval", str(trained), "--nll", "vlb", "--data", "spiral"], capsys, "unknown dataset")
-    for argv in (["--nll", "elbo"], ["--nll", "ode", "--probes", "0"]):
+    _fail(["eval", str(trained), "--nll", "elbo"], capsys, "VAE bound")  # a diffusion run
+    for argv in (["--nll", "nope"], ["--nll", "ode", "--probes", "0"]):
         with pytest.raises(SystemExit) as e:
             main(["eval", str(trained), *argv])
         assert e.value.code == 2

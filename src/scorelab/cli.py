@@ -294,7 +294,32 @@ def _image_train_flags() -> list[tuple[str, str, object, str]]:
     d = RunConfig()
     t, m = d.train, d.model
     return [
-        ("--model", "model.name", str, "network: mlp (vectors) or unet (images; default for them)"),
+        (
+            "--model",
+            "model.name",
+            str,
+            "network: mlp (vectors), unet (images; default for them) or vae (the VAE "
+            "baseline: MLP for vectors, convolutional for images; trained on the ELBO)",
+        ),
+        (
+            "--latent-dim",
+            "model.latent_dim",
+            _positive_int,
+            "vae: latent size (default: 2 for vectors, 16 for images)",
+        ),
+        (
+            "--decoder",
+            "model.decoder",
+            str,
+            "vae: decoder likelihood p(x|z), gaussian, logistic (discretized, 8-bit images) or "
+            "bernoulli (binary images) (default: gaussian for vectors, logistic for images)",
+        ),
+        (
+            "--beta",
+            "model.beta",
+            _positive_float,
+            f"vae: weight of the KL term of the ELBO, beta-VAE (default: {m.beta})",
+        ),
         ("--image-size", "image_size", _positive_int, "resize and centre-crop images to this side"),
         (
             "--channels",
@@ -462,6 +487,13 @@ def _add_sample(sub) -> None:
         choices=["ema", "raw"],
         help="which weights to sample with (default: ema)",
     )
+    p.add_argument(
+        "--latents",
+        default=None,
+        choices=["prior", "aggregate"],
+        help="vae runs: decode z from the prior N(0, I) or from the aggregate posterior q(z) "
+        "of 2000 training examples (default: prior)",
+    )
     _add_guidance_args(p)
 
 
@@ -574,7 +606,16 @@ def _add_eval(sub) -> None:
         "beside the value of held-out data against the same reference (the floor).",
     )
     p.add_argument("run_dir", type=Path, help="run directory written by `scorelab train`")
-    p.add_argument("--nll", default=None, choices=["vlb", "ode"], help="which likelihood")
+    p.add_argument(
+        "--nll",
+        default=None,
+        choices=["vlb", "ode", "elbo", "iwae"],
+        help="which likelihood: vlb or ode for diffusion runs, elbo or iwae (--k samples) "
+        "for vae runs",
+    )
+    p.add_argument(
+        "--k", type=_positive_int, default=64, help="iwae: importance samples (default: 64)"
+    )
     p.add_argument(
         "--divergence",
         choices=["exact", "hutchinson"],
@@ -682,6 +723,7 @@ def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval_metrics(args: argparse.Namespace) -> int:
+    from scorelab.build import is_image_model
     from scorelab.data import load_images, load_npy
     from scorelab.evaluation.report import (
         DEFAULT_METRICS,
@@ -695,10 +737,11 @@ def _run_eval_metrics(args: argparse.Namespace) -> int:
     args.n = 1000 if args.n is None else args.n
     args.seed = 0 if args.seed is None else args.seed
     run = load_run(args.run_dir, weights=args.weights)
-    args.steps = min(100, run.schedule.default_steps) if args.steps is None else args.steps
+    if args.steps is None and run.schedule is not None:  # a VAE run has no schedule
+        args.steps = min(100, run.schedule.default_steps)
     samples = None
     if args.samples is not None:
-        if run.config.model.name == "unet":
+        if is_image_model(run.config.model):
             samples = load_images(str(args.samples)).x
         else:
             samples = load_npy(args.samples)
@@ -733,6 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_train_classifier(sub)
     _add_eval(sub)
+    _add_compare(sub)
     _add_demo(sub)
     sub.add_parser("samplers", help="list the samplers with their papers and NFE per step")
     p = sub.add_parser("env", help="print versions and devices, for bug reports")
@@ -751,6 +795,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["conditional"] = True
     if args.ssm_plain:
         overrides["score.variance_reduced"] = False
+    vae_flags = [k for k in ("model.latent_dim", "model.decoder", "model.beta") if k in overrides]
+    if vae_flags and not args.resume and overrides.get("model.name") != "vae":
+        raise ScorelabError("--latent-dim, --decoder and --beta apply to --model vae only")
     if overrides.get("data") and "model.name" not in overrides and not args.resume:
         from scorelab.data import is_image_source
 
@@ -819,19 +866,24 @@ def _sde_overrides(args: argparse.Namespace, overrides: dict) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from scorelab.build import build_data
+    from scorelab.build import build_data, is_image_model
     from scorelab.evaluation import scatter_vs_data
     from scorelab.run import load_run
 
     suffix = args.out.suffix.lower()
     run = load_run(args.run_dir, weights=args.weights)
+    args.vae_options = {}
+    if args.latents is not None:
+        if run.config.model.name != "vae":
+            raise ScorelabError("--latents applies to VAE runs only")
+        args.vae_options = {"latents": args.latents}
     if args.sweep_classes:
         return _sample_sweep(args, run)
     if args.n is None:
         args.n = 2000
     if args.class_ is None and (args.cfg is not None or args.classifier is not None):
         raise ScorelabError("--cfg and --classifier need --class (or --sweep-classes)")
-    if run.config.model.name == "unet":
+    if is_image_model(run.config.model):
         return _sample_images(args, run)
     if suffix not in (".npy", ".png"):
         raise ScorelabError(f"--out must end in .npy or .png, got {args.out}")
@@ -844,6 +896,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         spacing=args.spacing,
         **_guidance(args),
         **_sampler_options(args),
+        **args.vae_options,
     )
     seconds = time.perf_counter() - t0
     try:
@@ -854,8 +907,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             tmp.replace(args.out)
         else:
             data = build_data(run.config)
+            how = "VAE decoder" if run.config.model.name == "vae" else args.sampler
             scatter_vs_data(
-                x, data[: args.n], args.out, f"{run.config.data}: {args.sampler}, {result.nfe} NFE"
+                x, data[: args.n], args.out, f"{run.config.data}: {how}, {result.nfe} NFE"
             )
     except OSError as e:
         raise ScorelabError(f"cannot write {args.out}: {e.strerror or e}") from None
@@ -889,6 +943,7 @@ def _sample_images(args: argparse.Namespace, run) -> int:
         record_trajectory=suffix == ".gif",
         **_guidance(args),
         **_sampler_options(args),
+        **args.vae_options,
     )
     seconds = time.perf_counter() - t0
     written = [args.out]
@@ -1007,20 +1062,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _run_eval_nll(args: argparse.Namespace) -> int:
-    from scorelab.data import DATASETS, check_array, load_dataset
+    from scorelab.build import is_image_model
+    from scorelab.data import DATASETS, check_array, load_dataset, load_images
     from scorelab.evaluation import evaluate_nll, vlb_breakdown
     from scorelab.run import load_run
 
     args.seed = 1 if args.seed is None else args.seed
     run = load_run(args.run_dir, weights=args.weights)
     name = run.config.data if args.data is None else args.data
-    if name in DATASETS:
+    vae = run.config.model.name == "vae"
+    if not vae and args.nll in ("elbo", "iwae"):
+        raise ScorelabError(
+            f"--nll {args.nll} is a VAE bound; this is a diffusion run: use --nll vlb or ode"
+        )
+    if is_image_model(run.config.model):
+        data = load_images(name, run.config.model.image_size).x
+        data = data if args.n is None else data[: args.n]
+    elif name in DATASETS:
         data = load_dataset(name, args.n or 1000, seed=args.seed)
     else:
         data = load_dataset(name)
         if args.n is not None:
             data = data[: args.n]
-    data = check_array(data, name)
+    data = data if data.ndim == 4 else check_array(data, name)
+    if vae:
+        from scorelab.vae_run import evaluate_vae_nll
+
+        report = evaluate_vae_nll(run, data, method=args.nll, k=args.k, seed=args.seed)
+        return _print_vae_nll(args, report, name)
     report = evaluate_nll(
         run,
         data,
@@ -1093,6 +1162,68 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_vae_nll(args: argparse.Namespace, report, name: str) -> int:
+    out = report.to_dict()
+    if args.format == "json":
+        print(json.dumps(out))
+        return 0
+    k = f", k={report.settings['k']}" if "k" in report.settings else ""
+    print(
+        f"NLL bound ({args.nll}{k}, {report.settings['decoder']} decoder, "
+        f"{report.settings['likelihood']}) on {name}: "
+        f"{report.nll_nats:.4f} ± {report.stderr_nats:.4f} nats/example, "
+        f"{report.nll_bits_per_dim:.4f} ± {report.stderr_bits_per_dim:.4f} bits/dim "
+        f"(n={report.n}, d={report.dim}, data units, {report.seconds:.1f}s)"
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from scorelab.evaluation.compare import compare_runs
+
+    paths = compare_runs(
+        args.run_dirs,
+        args.out,
+        n=args.n,
+        n_nll=args.n_nll,
+        steps=args.steps,
+        k=args.k,
+        seed=args.seed,
+        log=print,
+    )
+    print(f"wrote {' and '.join(map(str, paths))}")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="a side-by-side report of runs on the same data (HTML and markdown)",
+        description="Load each run, draw --n samples (diffusion: DDIM with --steps; VAE: "
+        "decoded from the prior), and write OUT/index.html (self-contained, images embedded) "
+        "and OUT/report.md: sample pictures side by side; FD, KID, precision/recall (images) "
+        "or precision/recall, SWD, energy, MMD (vectors), each with its data floor; NLL bounds "
+        "(diffusion: VLB or ODE on vectors; VAE: ELBO and IWAE); sampling time and NFE; "
+        "training time; parameters; and for VAE runs the aggregate-posterior diagnostic.",
+    )
+    p.add_argument("run_dirs", type=Path, nargs="+", help="run directories to compare")
+    p.add_argument("--out", type=Path, required=True, help="report folder to write")
+    p.add_argument(
+        "--n", type=_positive_int, default=500, help="samples per run for metrics (default: 500)"
+    )
+    p.add_argument(
+        "--n-nll",
+        type=_nonneg_int,
+        default=100,
+        help="examples for the NLL bounds; 0 skips them (default: 100)",
+    )
+    p.add_argument(
+        "--steps", type=_positive_int, default=50, help="diffusion: DDIM steps (default: 50)"
+    )
+    p.add_argument("--k", type=_positive_int, default=16, help="vae: IWAE samples (default: 16)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default: 0)")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from scorelab.demo import run_demo
 
@@ -1143,6 +1274,7 @@ COMMANDS = {
     "sample": cmd_sample,
     "train-classifier": cmd_train_classifier,
     "eval": cmd_eval,
+    "compare": cmd_compare,
     "demo": cmd_demo,
     "samplers": cmd_samplers,
     "env": cmd_env,

@@ -35,6 +35,11 @@ class ModelConfig:
     # class-conditional models (issue 7): labels 0..num_classes-1 and the null class
     # num_classes; 0: unconditional. Set from the data's labels by `train --conditional`.
     num_classes: int = 0
+    # the VAE's (--model vae): latent size (0: 2 for vectors, 16 for images), decoder
+    # likelihood ("": gaussian for vectors, logistic for images) and the KL weight beta
+    latent_dim: int = 0
+    decoder: str = ""
+    beta: float = 1.0
 
 
 @dataclass(frozen=True)

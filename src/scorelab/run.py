@@ -119,6 +119,10 @@ def train(
         cfg = resolve_resume(RunConfig.from_dict(meta["config"]), resume_overrides)
     elif checkpoint.is_file():
         raise ScorelabError(f"{out} already holds a run; pass --resume or choose another --out")
+    if cfg.model.name == "vae":  # the VAE baseline: same Trainer and run dir, its own loss
+        from scorelab.vae_run import train_vae
+
+        return train_vae(cfg, out, tensors, meta, progress=progress, log=log, pictures=pictures)
     _prepare_dir(out)
     cfg = resolve_objective(cfg)
     cfg.train.validate()
@@ -489,7 +493,8 @@ def _check_label(y: int | Tensor, num_classes: int) -> None:
 
 
 def load_run(run_dir: Path | str, *, weights: str = "ema") -> Run:
-    """Rebuild a run's model from its checkpoint's config; EMA weights by default."""
+    """Rebuild a run's model from its checkpoint's config; EMA weights by default (a VAE run
+    comes back as a scorelab.vae_run.VAERun, which samples and evaluates the same way)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
@@ -498,9 +503,14 @@ def load_run(run_dir: Path | str, *, weights: str = "ema") -> Run:
     prefix = "ema/" if weights == "ema" else "model/"
     tensors, meta = read_checkpoint(run_dir / CHECKPOINT, prefixes=(prefix,))
     cfg = RunConfig.from_dict(meta["config"])
+    state = {k[len(prefix) :]: v for k, v in tensors.items()}
+    if cfg.model.name == "vae":
+        from scorelab.vae_run import load_vae_run
+
+        what = f"the {weights} weights in {run_dir / CHECKPOINT}"
+        return load_vae_run(run_dir, cfg, state, int(meta["step"]), what)  # type: ignore[return-value]
     schedule = build_process(cfg)
     model = build_model_for(cfg, schedule)
-    state = {k[len(prefix) :]: v for k, v in tensors.items()}
     load_state_dict_checked(model, state, f"the {weights} weights in {run_dir / CHECKPOINT}")
     model.eval()
     return Run(run_dir, cfg, model, schedule, normalizer_of(cfg), int(meta["step"]))

@@ -56,3 +56,20 @@ def aggregate_posterior_kl(
         log_p = -0.5 * (zc**2).sum(1) - 0.5 * d * math.log(2 * math.pi)
         total += float((log_q - log_p).sum())
     return total / n_samples
+
+
+@torch.no_grad()
+def prior_coverage(
+    mean: Tensor, log_var: Tensor, *, n: int = 1000, generator: torch.Generator | None = None
+) -> dict[str, float]:
+    """How far q(z) is from p(z): the KL, and the RBF MMD between n draws of each beside its
+    floor (the MMD between two independent n-draws of p(z), what a perfect match scores)."""
+    from scorelab.evaluation.metrics import mmd_rbf
+
+    kl = aggregate_posterior_kl(mean, log_var, n_samples=n, generator=generator)
+    q = sample_aggregate_posterior(mean, log_var, n, generator=generator)
+    p = torch.randn(n, mean.shape[1], generator=generator, dtype=mean.dtype)
+    p2 = torch.randn(n, mean.shape[1], generator=generator, dtype=mean.dtype)
+    h = float(torch.cdist(q.double(), p.double()).median()) or 1.0  # one kernel for both
+    mmd, floor = mmd_rbf(q, p, bandwidth=h), mmd_rbf(p2, p, bandwidth=h)
+    return {"kl": kl, "mmd": mmd, "mmd_floor": floor, "n": n}

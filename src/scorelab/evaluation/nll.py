@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from scorelab.errors import ScorelabError
-from scorelab.likelihood import LN2, default_t0, ode_log_likelihood, vlb
+from scorelab.likelihood import LN2, default_t0, dequantize, ode_log_likelihood, vlb
 
 METHODS = ("vlb", "ode")
 
@@ -79,34 +79,60 @@ def evaluate_nll(
     t0: float | None = None,
     batch_size: int = 1000,
 ) -> NLLReport:
-    """NLL of data (N, d) in data units under run (a scorelab.run.Run), by "vlb" or "ode"."""
-    if method not in METHODS:
-        raise ScorelabError(f"unknown --nll {method!r}; choose one of: {', '.join(METHODS)}")
+    """NLL of data (N, d) in data units under run (a scorelab.run.Run), by "vlb" or "ode".
+
+    Images (N, C, H, W) in [-1, 1]: the VLB with the discretized decoder (a discrete
+    probability), or the ODE likelihood of uniformly dequantized data minus the bin's
+    log-volume."""
+    if method not in METHODS or run.config.model.name == "vae":
+        raise ScorelabError(
+            f"--nll {method}: a diffusion run takes --nll vlb or ode, a VAE run elbo or iwae"
+        )
     if method == "vlb" and run.config.sde is not None:
         raise ScorelabError(
             f"--nll vlb is the bound of a discrete DDPM schedule; this run is on the "
             f"{run.config.sde.name} SDE (continuous time): use --nll ode"
         )
-    dim = run.config.model.dim
-    if data.ndim != 2 or data.shape[1] != dim:
-        raise ScorelabError(
-            f"the data has {data.shape[1] if data.ndim == 2 else tuple(data.shape)} features; "
-            f"the run's model has {dim}"
-        )
+    images = run.config.model.name == "unet"
+    if images:  # 8-bit images: the VLB's discretized decoder, or the ODE on dequantized data
+        c, size = run.config.model.in_channels, run.config.model.image_size
+        shape = (c, size, size)
+        if tuple(data.shape[1:]) != shape:
+            raise ScorelabError(
+                f"the images have shape {tuple(data.shape[1:])}; the run's model makes {shape}"
+            )
+        dim = math.prod(shape)
+    else:
+        dim = run.config.model.dim
+        if data.ndim != 2 or data.shape[1] != dim:
+            raise ScorelabError(
+                f"the data has {data.shape[1] if data.ndim == 2 else tuple(data.shape)} "
+                f"features; the run's model has {dim}"
+            )
     if not torch.isfinite(data).all():
         raise ScorelabError("the data holds NaN or infinite values")
     generator = torch.Generator().manual_seed(seed)
     z = run.normalizer.encode(data.to(torch.float32))
-    log_det = dim * math.log(run.normalizer.scale)  # -log p_x = -log p_z + d log scale
+    log_det = dim * math.log(run.normalizer.scale)  # -log p_x = -log p_z + d log scale (0: images)
     eps_fn, variance = run.eps_fn, run.variance
     start = time.perf_counter()
     nlls, terms, nfe = [], [], 0
     for chunk in z.split(batch_size):
         if method == "vlb":
-            result = vlb(eps_fn, chunk, run.schedule, variance=variance, generator=generator)
+            result = vlb(
+                eps_fn,
+                chunk,
+                run.schedule,
+                variance=variance,
+                decoder="discretized" if images else "gaussian",
+                generator=generator,
+            )
             nlls.append(result.total)
             terms.append(result.terms)
         else:
+            log_volume = torch.zeros(chunk.shape[0])
+            if images:  # -log P(x) <= -log p(y) - log_volume, y uniform in x's bin
+                chunk, log_volume = dequantize(chunk, generator=generator)
             result = ode_log_likelihood(
                 eps_fn,
                 chunk,
@@ -118,7 +144,7 @@ def evaluate_nll(
                 rtol=rtol,
                 atol=atol,
             )
-            nlls.append(-result.log_prob)
+            nlls.append(-result.log_prob - log_volume)
             nfe += result.nfe
     seconds = time.perf_counter() - start
     nll = torch.cat(nlls).to(torch.float64) + log_det
@@ -126,6 +152,8 @@ def evaluate_nll(
         raise ScorelabError("the likelihood is not finite on this data (is the run diverged?)")
     mean, stderr = _mean_stderr(nll)
     settings: dict = {"variance": run.config.model.variance}
+    if images:
+        settings["likelihood"] = "discrete" if method == "vlb" else "dequantized"
     if method == "ode":
         settings.update(
             divergence=divergence,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from scorelab.build import build_data, build_image_data
+from scorelab.build import build_data, build_image_data, is_image_model
 from scorelab.data import is_image_source, load_dataset, load_images
 from scorelab.errors import ScorelabError
 from scorelab.evaluation.features import (
@@ -89,7 +89,7 @@ def evaluate_metrics(
     if n < 2:
         raise ScorelabError(f"--n must be >= 2, got {n}")
     cfg = run.config
-    images = cfg.model.name == "unet"
+    images = is_image_model(cfg.model)
     if "fid" in metrics and not images:
         raise ScorelabError("fid applies to image runs only")
     inception = inception_features(inception_weights) if "fid" in metrics else None

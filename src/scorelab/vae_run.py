@@ -1,0 +1,293 @@
+"""The VAE baseline as a run directory: trained by the same Trainer, loaded back, sampled, scored.
+
+A VAE run has the layout of a diffusion run (config.json, checkpoints, metrics.csv); its
+config says model.name = "vae" and objective = "elbo". Vectors are normalized as a diffusion
+run's are, x' = (x - shift) / scale, so every NLL adds d log(scale) nats (data units); images
+stay in [-1, 1]. Samples decode z ~ p(z) = N(0, I) (the prior) or z ~ q(z), the aggregate
+posterior of up to 2000 training examples (seed 002's diagnostic; scorelab.evaluation.latent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from scorelab.build import build_data, build_image_data, build_vae, is_image_model, normalizer_of
+from scorelab.config import RunConfig
+from scorelab.data import Normalizer, check_array, is_image_source
+from scorelab.errors import DataError, ScorelabError
+from scorelab.evaluation.latent import aggregate_posterior, sample_aggregate_posterior
+from scorelab.evaluation.nll import NLLReport
+from scorelab.likelihood import dequantize
+from scorelab.nn.vae import VAE
+from scorelab.objectives.vae import elbo, iwae_bound, sample_vae, vae_loss
+from scorelab.samplers import SampleResult
+from scorelab.training.checkpoint import atomic_write_bytes
+from scorelab.training.trainer import Trainer, TrainResult
+
+VAE_METHODS = ("elbo", "iwae")
+LATENTS = ("prior", "aggregate")
+AGGREGATE_N = 2000  # training examples whose posteriors make up q(z)
+
+
+def resolve_vae_config(cfg: RunConfig, image_shape: tuple[int, int, int] | None, dim: int):
+    """The VAE's config fitted to its data: shapes, latent size and decoder defaults, checked."""
+    if cfg.sde is not None:
+        raise ScorelabError("--sde is for diffusion models; --model vae trains on the ELBO")
+    if cfg.objective not in ("eps", "elbo"):  # eps: the default, i.e. not given
+        raise ScorelabError(
+            f"--model vae trains on the ELBO; --objective {cfg.objective} is for diffusion models"
+        )
+    m = cfg.model
+    if image_shape is not None:
+        c, h, _ = image_shape
+        m = dataclasses.replace(m, in_channels=c, image_size=h)
+        m = dataclasses.replace(m, latent_dim=m.latent_dim or 16, decoder=m.decoder or "logistic")
+    else:
+        if m.decoder in ("logistic", "bernoulli"):
+            raise DataError(
+                f"--decoder {m.decoder} is for images in [-1, 1]; {cfg.data} is vector data "
+                "(use gaussian)"
+            )
+        m = dataclasses.replace(
+            m, dim=dim, image_size=0, latent_dim=m.latent_dim or 2, decoder=m.decoder or "gaussian"
+        )
+    if not m.beta > 0 or not math.isfinite(m.beta):
+        raise ScorelabError(f"--beta must be a finite number > 0, got {m.beta}")
+    build_vae(m)  # an unknown decoder or bad size fails here, before any work
+    return cfg.replace(model=m, objective="elbo")
+
+
+def train_vae(
+    cfg: RunConfig,
+    out: Path,
+    tensors: dict[str, Tensor] | None,
+    meta: dict | None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    pictures: bool = True,
+) -> TrainResult:
+    """scorelab.run.train for --model vae: the negative beta-ELBO per example as the loss."""
+    from scorelab.run import CONFIG, IDENTITY, _prepare_dir
+
+    _prepare_dir(out)
+    cfg.train.validate()
+    if cfg.data is None:
+        raise ScorelabError("--data is required for --model vae")
+    if is_image_source(cfg.data):
+        image_set = build_image_data(cfg)
+        log(f"data: {image_set.note}, images {tuple(image_set.image_shape)}")
+        data = image_set.x
+        cfg = resolve_vae_config(cfg, image_set.image_shape, 0)
+        if cfg.model.decoder == "bernoulli" and not ((data == -1) | (data == 1)).all():
+            raise DataError(
+                f"--decoder bernoulli needs binary images; {cfg.data} has grey levels "
+                "(use logistic or gaussian)"
+            )
+        if cfg.normalizer is None:
+            cfg = cfg.replace(normalizer=IDENTITY.to_dict())
+    else:
+        data = check_array(build_data(cfg), cfg.data)
+        cfg = resolve_vae_config(cfg, None, data.shape[1])
+        if cfg.normalizer is None:
+            cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
+    torch.manual_seed(cfg.train.seed)  # the initial weights
+    model = build_vae(cfg.model)
+    beta = cfg.model.beta
+
+    def loss_fn(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
+        return vae_loss(net, x0, generator, beta=beta)
+
+    run_cfg = cfg
+
+    def write_samples(trainer: Trainer) -> None:
+        write_vae_pictures(run_cfg, trainer.ema.state_dict(), out)
+
+    trainer = Trainer(
+        model,
+        loss_fn,
+        normalizer_of(cfg).encode(data),
+        cfg.train,
+        out,
+        cfg.to_dict(),
+        progress=progress,
+        on_sample=write_samples if pictures else None,
+    )
+    if tensors is not None and meta is not None:
+        trainer.restore(tensors, meta, str(out))
+        log(f"resumed from {out} at step {trainer.step}")
+        if trainer.step >= cfg.train.steps:
+            log(f"the run is already at step {trainer.step} of {cfg.train.steps}; nothing to do")
+    if trainer.rank == 0:
+        atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
+    result = trainer.fit()
+    if pictures and trainer.rank == 0 and cfg.train.sample_every == 0:
+        write_samples(trainer)
+    return result
+
+
+def write_vae_pictures(cfg: RunConfig, ema_state: dict[str, Tensor], out: Path, n: int = 64):
+    """samples.png (decoded from the prior) and samples_aggregate.png (from q(z)), EMA weights."""
+    model = build_vae(cfg.model)
+    model.load_state_dict({k: v.detach().cpu() for k, v in ema_state.items()})
+    model.eval()
+    run = VAERun(out, cfg, model, normalizer_of(cfg), 0)
+    images = is_image_model(cfg.model)
+    reference = None if images else build_data(cfg)[: max(n, 2000)]
+    for latents, name in (("prior", "samples.png"), ("aggregate", "samples_aggregate.png")):
+        x, _ = run.sample(n if images else 2000, latents=latents)
+        save_samples_picture(x, out / name, reference, f"{cfg.data}: VAE, z from the {latents}")
+
+
+def save_samples_picture(x: Tensor, path: Path, reference: Tensor | None, title: str) -> Path:
+    """An image grid for images, a scatter against the data for 2-D vectors."""
+    if x.ndim == 4:
+        from scorelab.evaluation.images import save_image_grid
+
+        return save_image_grid(x[:64], path)
+    from scorelab.evaluation.plots import scatter_vs_data
+
+    return scatter_vs_data(x, reference if reference is not None else x, path, title)
+
+
+@dataclass
+class VAERun:
+    """A trained VAE loaded back, with the interface of scorelab.run.Run that sampling, metrics
+    and the report use; sample() decodes one latent per example (1 NFE)."""
+
+    run_dir: Path
+    config: RunConfig
+    model: VAE
+    normalizer: Normalizer
+    step: int
+    schedule: None = None
+
+    def training_data(self) -> Tensor:
+        """The run's training data in model units."""
+        if is_image_model(self.config.model):
+            return build_image_data(self.config).x
+        return self.normalizer.encode(build_data(self.config))
+
+    def aggregate_posterior(self, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """The components (mean, log_var) of q(z) over up to AGGREGATE_N training examples."""
+        data = self.training_data()
+        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        return aggregate_posterior(self.model, data[pick[:AGGREGATE_N]])
+
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        sampler: str | None = None,
+        steps: int | None = None,
+        record_trajectory: bool = False,
+        latents: str = "prior",
+        **options,
+    ) -> tuple[Tensor, SampleResult]:
+        """n samples in the data's own units: decoder means at z ~ p(z) or z ~ q(z)."""
+        if n < 1:
+            raise ScorelabError(f"--n must be >= 1, got {n}")
+        if latents not in LATENTS:
+            raise ScorelabError(f"--latents must be one of {', '.join(LATENTS)}, got {latents!r}")
+        if record_trajectory:
+            raise ScorelabError("a VAE decodes in one step: there is no trajectory (.gif)")
+        options = {k: v for k, v in options.items() if v is not None and k != "spacing"}
+        if options:
+            raise ScorelabError(f"sampler options do not apply to a VAE: {', '.join(options)}")
+        generator = torch.Generator().manual_seed(seed)
+        z = None
+        if latents == "aggregate":
+            mean, log_var = self.aggregate_posterior(seed)
+            z = sample_aggregate_posterior(mean, log_var, n, generator=generator)
+        x = sample_vae(self.model, n, generator=generator, z=z)
+        return self.normalizer.decode(x), SampleResult(x, nfe=1)
+
+
+def load_vae_run(run_dir: Path, cfg: RunConfig, state: dict[str, Tensor], step: int, what: str):
+    """A VAERun from a checkpoint's config and weights."""
+    from scorelab.training.checkpoint import load_state_dict_checked
+
+    model = build_vae(cfg.model)
+    load_state_dict_checked(model, state, what)
+    model.eval()
+    return VAERun(run_dir, cfg, model, normalizer_of(cfg), step)
+
+
+def is_vae_run(run) -> bool:
+    return run.config.model.name == "vae"
+
+
+@torch.no_grad()
+def evaluate_vae_nll(
+    run: VAERun,
+    data: Tensor,
+    *,
+    method: str = "elbo",
+    k: int = 64,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> NLLReport:
+    """-ELBO or -IWAE_k (upper bounds on the NLL) of data in data units, mean and stderr.
+
+    Vectors: the Gaussian decoder's density, plus d log(scale) for the normalizer. Images:
+    logistic and bernoulli decoders give a discrete probability P(x) directly; the Gaussian
+    decoder's density is uniformly dequantized (as the diffusion likelihoods are), giving
+    -log P(x) <= -log p(y) - d log(2/255)."""
+    if method not in VAE_METHODS:
+        raise ScorelabError(
+            f"--nll {method} is a diffusion likelihood; a VAE run takes --nll elbo or iwae"
+        )
+    if k < 1:
+        raise ScorelabError(f"--k must be >= 1, got {k}")
+    model_shape = run.model.shape
+    if tuple(data.shape[1:]) != model_shape:
+        raise ScorelabError(
+            f"the data has shape {tuple(data.shape[1:])} per example; the run's model has "
+            f"{model_shape}"
+        )
+    if not torch.isfinite(data).all():
+        raise ScorelabError("the data holds NaN or infinite values")
+    generator = torch.Generator().manual_seed(seed)
+    images = is_image_model(run.config.model)
+    dequantized = images and run.model.likelihood == "gaussian"
+    dim = data[0].numel()
+    x = run.normalizer.encode(data.to(torch.float32))
+    log_det = 0.0 if images else dim * math.log(run.normalizer.scale)
+    start = time.perf_counter()
+    nlls = []
+    for chunk in x.split(batch_size):
+        log_volume = torch.zeros(chunk.shape[0])
+        if dequantized:
+            chunk, log_volume = dequantize(chunk, generator=generator)
+        if method == "elbo":
+            bound = elbo(run.model, chunk, generator=generator)
+        else:
+            bound = iwae_bound(run.model, chunk, k, generator=generator)
+        nlls.append(-bound - log_volume)
+    seconds = time.perf_counter() - start
+    nll = torch.cat(nlls).to(torch.float64) + log_det
+    if not torch.isfinite(nll).all():
+        raise ScorelabError("the bound is not finite on this data (is the run diverged?)")
+    n = nll.numel()
+    stderr = float(nll.std()) / math.sqrt(n) if n > 1 else float("nan")
+    settings: dict = {
+        "decoder": run.model.likelihood,
+        "likelihood": "discrete" if images else "density",
+    }
+    if dequantized:
+        settings["dequantized"] = True
+    if method == "iwae":
+        settings["k"] = k
+    return NLLReport(
+        method, float(nll.mean()), stderr, n, dim, seconds, nfe=None, settings=settings
+    )
