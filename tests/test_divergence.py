@@ -41,14 +41,12 @@ def test_hutchinson_is_unbiased_with_the_predicted_variance(generator, distribut
     A = torch.randn(d, d, generator=generator, dtype=torch.float64)
     x = torch.randn(n, d, generator=generator, dtype=torch.float64)
     _, est = divergence_hutchinson(_linear(A), x, distribution=distribution, generator=generator)
-    off = (A**2).sum() - (A.diag() ** 2).sum()
     sym = ((A + A.T) / 2) ** 2
     # Var[v^T A v] = 2 sum_{i!=j} S_ij^2 (Rademacher), 2 ||S||_F^2 (Gaussian), S = (A + A^T)/2
     var = 2 * (sym.sum() - sym.diag().sum()) if distribution == "rademacher" else 2 * sym.sum()
     se = math.sqrt(var.item() / n)
     assert abs(est.mean().item() - A.trace().item()) < 4 * se
     assert est.var().item() == pytest.approx(var.item(), rel=0.15)
-    assert off > 0
 
 
 def test_more_probes_shrink_the_error(generator):

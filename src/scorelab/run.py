@@ -437,7 +437,11 @@ class Run:
     @property
     def variance(self) -> Variance | VarianceFn:
         """The reverse variance: "beta_tilde", "beta", or the network's learned VarianceFn."""
-        return build_eps_and_variance(self.model, self.config, self.schedule)[1]
+        return self.eps_and_variance()[1]
+
+    def eps_and_variance(self) -> tuple[EpsFn, Variance | VarianceFn]:
+        """Both at once: for a learned variance they share one network call per (x, t)."""
+        return build_eps_and_variance(self.model, self.config, self.schedule)
 
     def sample(
         self,

@@ -114,7 +114,7 @@ def evaluate_nll(
     generator = torch.Generator().manual_seed(seed)
     z = run.normalizer.encode(data.to(torch.float32))
     log_det = dim * math.log(run.normalizer.scale)  # -log p_x = -log p_z + d log scale (0: images)
-    eps_fn, variance = run.eps_fn, run.variance
+    eps_fn, variance = run.eps_and_variance()  # one network call per (x, t) for both
     start = time.perf_counter()
     nlls, terms, nfe = [], [], 0
     for chunk in z.split(batch_size):
