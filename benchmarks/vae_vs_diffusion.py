@@ -2,9 +2,8 @@
 
 What it measures
 ----------------
-For each dataset, a diffusion model and a VAE each train for --budget seconds (the step
-count comes from a short probe of each model's own speed; both through `scorelab.run.train`,
-the code of `scorelab train`), then:
+For each dataset, a diffusion model and a VAE each train until --budget seconds are spent
+(--max-seconds; both through `scorelab.run.train`, the code of `scorelab train`), then:
 * samples: 1,000 each (diffusion: DDIM, 50 steps; VAE: decoder means at z ~ N(0, I)), with
   the sampling time and NFE;
 * quality against a reference half of the data, next to the floor (the held-out half against
@@ -14,7 +13,9 @@ the code of `scorelab train`), then:
 * an NLL bound in data units on held-out data: diffusion: the VLB (all T = 1000 steps;
   digits: discretized decoder, a discrete probability); VAE: -ELBO and -IWAE_64 (digits:
   discretized-logistic decoder, a discrete probability);
-* the VAE's aggregate-posterior diagnostic: KL(q(z) || p(z)) and MMD^2(q, p) with its floor.
+* the VAE's aggregate-posterior diagnostic: KL(q(z) || p(z)) and MMD^2(q, p) with its floor;
+* on digits, the `scorelab compare` report of the two runs (HTML and markdown, sample grids
+  side by side) in benchmarks/results/vae_vs_diffusion_report/.
 The seed's expectation is that the VAE has the lower precision; the table says what happened.
 
 Run
@@ -50,7 +51,7 @@ from scorelab.run import load_run, train  # noqa: E402
 from scorelab.vae_run import evaluate_vae_nll  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-N_SAMPLES, SAMPLE_STEPS, PROBE_STEPS, K = 1000, 50, 20, 64
+N_SAMPLES, SAMPLE_STEPS, K = 1000, 50, 64
 UNET = ModelConfig(
     name="unet", channels=32, channel_mult=(1, 2), res_blocks=1, attn_resolutions=(), dropout=0.0
 )
@@ -77,25 +78,22 @@ SETUPS = {
 }
 
 
-def run_config(data: str, model: ModelConfig, batch: int, lr: float, warmup: int, steps: int):
+def run_config(data: str, model: ModelConfig, batch: int, lr: float, warmup: int, budget: float):
     return RunConfig(
         data=data,
         model=model,
         schedule=ScheduleConfig("linear", 1000),
         train=TrainConfig(
-            steps=steps, batch_size=batch, lr=lr, warmup=min(warmup, steps // 4),
+            steps=10**7, max_seconds=budget, batch_size=batch, lr=lr, warmup=warmup,
             ema_decay=0.999, ckpt_every=10**9, log_every=50,
         ),
     )  # fmt: skip
 
 
 def train_for(budget: float, work: Path, data: str, setup) -> tuple:
-    """Probe the model's steps/s, then train it for about budget seconds."""
+    """Train the model until budget seconds are spent (--max-seconds)."""
     quiet = {"progress": False, "log": lambda m: None, "pictures": False}
-    probe = train(run_config(data, *setup, PROBE_STEPS), work / "probe", **quiet)
-    rate = PROBE_STEPS / max(probe.seconds, 1e-3)
-    steps = max(PROBE_STEPS, int(rate * budget))  # not far past the budget on a slow machine
-    result = train(run_config(data, *setup, steps), work / "run", **quiet)
+    result = train(run_config(data, *setup, budget), work / "run", **quiet)
     return load_run(work / "run"), result
 
 
@@ -161,6 +159,14 @@ def main() -> int:
             params = sum(p.numel() for p in run.model.parameters())
             rows.append((label, params, result, nfe, sample_s, q, nll, latent))
         tables.append((name, data, images, rows))
+        if images:  # the side-by-side report of the two digits runs, pictures included
+            from scorelab.evaluation.compare import compare_runs
+
+            compare_runs(
+                [work / name / label.split()[0] / "run" for label in setups],
+                args.out.with_name("vae_vs_diffusion_report"),
+                log=lambda m: None,
+            )
     text = report(args, digits_note, tables)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
@@ -175,8 +181,9 @@ def report(args, digits_note: str, tables) -> str:
         "",
         f"{now}; {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"Python {platform.python_version()}; a shared machine (timings are noisy).",
-        f"**Budget: {args.budget:.0f} s of training per model** (steps from a probe of each "
-        f"model's speed). {N_SAMPLES} samples each: diffusion with DDIM, {SAMPLE_STEPS} steps; "
+        f"**Budget: {args.budget:.0f} s of training per model** (each stops when its "
+        f"time is spent: --max-seconds). {N_SAMPLES} samples each: diffusion with DDIM, "
+        f"{SAMPLE_STEPS} steps; "
         "VAE decoder means at z ~ N(0, I). Metrics against a reference half of the data; "
         "floor: the held-out half against the same reference. NLL bounds in data units on "
         f"held-out data (ring: 2,000 fresh points; digits: the last {args.n_nll} images, which "
@@ -221,7 +228,8 @@ def report(args, digits_note: str, tables) -> str:
     lines += [
         "Reproduce: `make bench-vae` (or `.venv/bin/python benchmarks/vae_vs_diffusion.py "
         f"--budget {args.budget:.0f}`). A side-by-side report of any two runs with pictures: "
-        "`scorelab compare RUN_A RUN_B --out report/`.",
+        "`scorelab compare RUN_A RUN_B --out report/`; the digits pair's report is in "
+        "vae_vs_diffusion_report/ (index.html, report.md).",
         "",
     ]
     return "\n".join(lines)

@@ -179,6 +179,7 @@ def test_bad_npy(tmp_path, capsys, arr, message):
         ("--lr", "-1"),
         ("--lr", "nan"),
         ("--ema-decay", "1.5"),
+        ("--max-seconds", "-1"),
     ],
 )
 def test_out_of_range_numbers(tmp_path, capsys, flag, value):
@@ -187,6 +188,20 @@ def test_out_of_range_numbers(tmp_path, capsys, flag, value):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and flag in err
+
+
+def test_max_seconds_stops_a_run_before_its_steps(tmp_path, capsys):
+    out = tmp_path / "capped"
+    argv = ["train", "--data", "ring", "--out", str(out), *TINY, "--steps", "10000000"]
+    assert main([*argv, "--max-seconds", "0.5"]) == 0
+    step = _losses(out)[-1][0]
+    assert 1 <= step < 10_000_000
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["train"]["max_seconds"] == 0.5
+    # resuming may raise the cap: the run continues from its last step
+    assert main(["train", "--resume", "--out", str(out), "--max-seconds", "1.0",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert _losses(out)[-1][0] > step
 
 
 def test_unknown_objective_and_schedule(tmp_path, capsys):

@@ -64,6 +64,34 @@ def test_lr_warmup_and_cosine_decay():
     assert lr_at(110, cfg) == pytest.approx(0.1)
 
 
+def test_lr_decay_follows_the_clock_under_a_time_cap():
+    cfg = TrainConfig(steps=10**6, lr=1.0, warmup=10, min_lr_ratio=0.1, max_seconds=100.0)
+    assert lr_at(5, cfg, seconds=50.0) == pytest.approx(0.6)  # warm-up is by steps
+    assert lr_at(20, cfg, seconds=50.0) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(20, cfg, seconds=100.0) == pytest.approx(0.1)
+    assert lr_at(20, cfg, seconds=500.0) == pytest.approx(0.1)
+    steps_ahead = TrainConfig(steps=110, lr=1.0, warmup=10, min_lr_ratio=0.1, max_seconds=1e9)
+    assert lr_at(60, steps_ahead, seconds=1.0) == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def test_a_time_cap_stops_the_run_with_a_checkpoint_at_its_last_step(tmp_path):
+    import csv
+    import time
+
+    def slow(model, x, generator):
+        time.sleep(0.01)
+        return _mse(model, x, generator)
+
+    result = _trainer(tmp_path, slow, steps=10**6, max_seconds=0.2, ckpt_every=10**6).fit()
+    assert 1 <= result.step < 10**6 and result.seconds >= 0.2
+    _, meta = read_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == result.step
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert int(list(csv.DictReader(f))[-1]["step"]) == result.step
+    with pytest.raises(Exception, match="max-seconds"):
+        TrainConfig(max_seconds=-1.0).validate()
+
+
 def test_ema_is_an_exponential_average():
     model = nn.Linear(1, 1, bias=False)
     ema = EMA(model, decay=0.9)

@@ -205,6 +205,14 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
             f"--resume, train until this total (default: {t.steps})",
         ),
         (
+            "--max-seconds",
+            "train.max_seconds",
+            _nonneg_float,
+            "stop after this many seconds of training even before --steps (0: no cap); the "
+            "cosine decay then follows the elapsed time, so a capped run is not bit-for-bit "
+            f"reproducible (default: {t.max_seconds:g})",
+        ),
+        (
             "--batch-size",
             "train.batch_size",
             _positive_int,

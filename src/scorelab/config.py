@@ -7,6 +7,7 @@ A run stores its resolved RunConfig as config.json and in each checkpoint's meta
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,9 @@ class ScoreConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 5000
+    # wall-clock cap on the run's training seconds (0: none); the run stops at whichever of
+    # steps and max_seconds comes first, and the cosine decay follows the larger fraction
+    max_seconds: float = 0.0
     batch_size: int = 512
     lr: float = 1e-2
     warmup: int = 200
@@ -123,6 +127,10 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
+            (
+                math.isfinite(self.max_seconds) and self.max_seconds >= 0,
+                f"--max-seconds must be >= 0, got {self.max_seconds}",
+            ),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),

@@ -63,7 +63,7 @@ from scorelab.typing import CondEpsFn, EpsFn
 CONFIG = "config.json"
 LANGEVIN_SAMPLES = "langevin_samples.npy"  # tsm without --data: the samples trained on
 # keys a resumed run may change: the total step count and how often it logs/saves
-RESUMABLE_KEYS = ("train.steps", "train.ckpt_every", "train.log_every")
+RESUMABLE_KEYS = ("train.steps", "train.max_seconds", "train.ckpt_every", "train.log_every")
 # speed settings and pictures, which do not change what is learned, may change on resume too
 RESUMABLE_KEYS += ("train.sample_every", "train.precision", "train.compile", "train.channels_last")
 # and the split of the batch, so a run can move between 1 process x N micro-batches and N ranks

@@ -95,3 +95,26 @@ def vlb_breakdown(per_t_nats: Sequence[float], path: Path, title: str = "") -> P
     ax.set_title(title or "VLB per step")
     ax.legend(title=f"$L_0$ = {l0:.3g}, $L_T$ = {lT:.3g}", loc="upper right")
     return _save(fig, path)
+
+
+def guidance_tradeoff(
+    curves: dict[str, Sequence[tuple[float, float, float]]], path: Path, floor_fd: float = 0.0
+) -> Path:
+    """Accuracy and FD against the guidance scale, one line per kind of guidance.
+
+    curves maps a name ("classifier s", "CFG w") to (scale, accuracy, fd) points.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    for name, points in curves.items():
+        scales = [p[0] for p in points]
+        left.plot(scales, [p[1] for p in points], "o-", label=name)
+        right.plot(scales, [p[2] for p in points], "o-", label=name)
+    left.axhline(0.95, color="grey", ls=":", lw=1, label="goal 0.95")
+    left.set(xlabel="guidance scale", ylabel="clean-classifier accuracy", ylim=(0, 1.02))
+    if floor_fd > 0:
+        right.axhline(floor_fd, color="grey", ls=":", lw=1, label="held-out data (floor)")
+    right.set(xlabel="guidance scale", ylabel="per-class FD", yscale="log")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -44,12 +44,19 @@ class TrainingDiverged(ScorelabError):
     """The loss or gradients stayed non-finite for several steps in a row."""
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over cfg.warmup steps, then cosine decay to min_lr_ratio * lr."""
+def lr_at(step: int, cfg: TrainConfig, seconds: float = 0.0) -> float:
+    """Linear warm-up over cfg.warmup steps, then cosine decay to min_lr_ratio * lr.
+
+    With a time cap (cfg.max_seconds > 0) the decay follows the larger of the step fraction
+    and the fraction seconds / max_seconds, so a run cut by the clock still ends its decay.
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     span = max(cfg.steps - cfg.warmup, 1)
-    progress = min((step - cfg.warmup) / span, 1.0)
+    progress = (step - cfg.warmup) / span
+    if cfg.max_seconds > 0:
+        progress = max(progress, seconds / cfg.max_seconds)
+    progress = min(progress, 1.0)
     ratio = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * ratio
 
@@ -197,10 +204,13 @@ class Trainer:
         )
         in_a_row, loss_value = 0, float("nan")
         start = time.perf_counter() - self.seconds
+        # the clock every rank agrees on (the mean over ranks), so that all ranks use the same
+        # learning rate and stop at the same step under a time cap
+        elapsed, capped = self.seconds, cfg.max_seconds > 0
         model.train()
         try:
-            while self.step < cfg.steps:
-                lr = lr_at(self.step, cfg)
+            while self.step < cfg.steps and not (capped and elapsed >= cfg.max_seconds):
+                lr = lr_at(self.step, cfg, elapsed)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 loss_value, grad_norm = self._gradient()
@@ -224,10 +234,13 @@ class Trainer:
                         raise TrainingDiverged(self._diverged_message(in_a_row))
                 self.step += 1
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if capped:
+                    elapsed = all_reduce_mean([time.perf_counter() - start], self.device)[0]
+                last = self.step == cfg.steps or (capped and elapsed >= cfg.max_seconds)
+                if self.step % cfg.log_every == 0 or last:
                     self.seconds = time.perf_counter() - start
                     self._log(writer, lr, bar)
-                if self.rank == 0 and (self.step % cfg.ckpt_every == 0 or self.step == cfg.steps):
+                if self.rank == 0 and (self.step % cfg.ckpt_every == 0 or last):
                     self.seconds = time.perf_counter() - start
                     f.flush()
                     self.save()
@@ -236,7 +249,7 @@ class Trainer:
                     self.rank == 0
                     and self.on_sample is not None
                     and every > 0
-                    and (self.step % every == 0 or self.step == cfg.steps)
+                    and (self.step % every == 0 or last)
                 ):
                     self.on_sample(self)
         finally:
