@@ -62,6 +62,11 @@ class _LinearSDE:
     def _dvar(self, t: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
+        # lambda = -log sigma_t^2 = -log(sigma_min^2 (e^{2 t L} - 1)), L = log(sigma_max/sigma_min)
+        shifted = -lam - 2 * math.log(self.sigma_min)
+        return torch.nn.functional.softplus(shifted) / (2 * self._log_ratio)
+
     def noise_label_range(self) -> tuple[float, float]:
         """The range of noise_label over [t_min, T], for the network's time embedding."""
         return (0.0, self.T)
@@ -179,14 +184,21 @@ class _LinearSDE:
         return out.to(dtype)
 
     def time_at_log_snr(self, log_snr: Tensor | float) -> Tensor:
-        """The time with that log-SNR, by bisection on [0, T] (float64, to ~1e-15)."""
+        """The time in [0, T] with that log-SNR (float64): in closed form where the SDE has
+        one (_time_at_log_snr), else by bisection to ~1e-15."""
         lam = torch.as_tensor(log_snr, dtype=torch.float64)
+        closed = self._time_at_log_snr(lam)
+        if closed is not None:
+            return closed.clamp(0.0, self.T)
         lo, hi = torch.zeros_like(lam), torch.full_like(lam, self.T)
         for _ in range(60):
             mid = (lo + hi) / 2
             above = self.log_snr(mid) > lam  # log-SNR decreases: the answer is later
             lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
         return (lo + hi) / 2
+
+    def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
+        return None  # no closed form: time_at_log_snr bisects
 
     def timesteps(self, steps: int | None = None) -> Tensor:
         """T = t_0 > ... > t_{K-1} = t_min, then t_K = 0 where samplers return x_0 (float64)."""
@@ -254,6 +266,16 @@ class VPSDE(_LinearSDE):
     def _dvar(self, t: Tensor) -> Tensor:
         return self._beta(t) * torch.exp(-self._B(t))
 
+    def _t_at_B(self, B: Tensor) -> Tensor:
+        """The root t >= 0 of B(t) = beta_min t + (beta_max - beta_min) t^2 / 2, written
+        2B / (beta_min + sqrt(beta_min^2 + 2 (beta_max - beta_min) B)) to avoid cancellation."""
+        slope = self.beta_max - self.beta_min
+        return 2 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * slope * B))
+
+    def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
+        # lambda = -B - log(1 - e^-B), so e^B - 1 = e^-lambda: B = softplus(-lambda)
+        return self._t_at_B(torch.nn.functional.softplus(-lam))
+
 
 @dataclass(frozen=True)
 class SubVPSDE(VPSDE):
@@ -270,6 +292,14 @@ class SubVPSDE(VPSDE):
     def _dvar(self, t: Tensor) -> Tensor:
         B = self._B(t)
         return 2 * self._beta(t) * torch.exp(-B) * -torch.expm1(-B)
+
+    def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
+        # lambda = log u - 2 log(1 - u), u = e^-B in (0, 1): r (1 - u)^2 = u with r = e^lambda,
+        # whose root below 1 is u = 1 - (1 + s) / (2r + 1 + s), s = sqrt(4r + 1)
+        r = torch.exp(lam)
+        root = torch.sqrt(4 * r + 1)
+        B = -torch.log1p(-(1 + root) / (2 * r + 1 + root))
+        return self._t_at_B(B)
 
 
 @dataclass(frozen=True)
@@ -305,6 +335,11 @@ class VESDE(_LinearSDE):
 
     def _dvar(self, t: Tensor) -> Tensor:
         return self.sigma_min**2 * 2 * self._log_ratio * torch.exp(2 * t * self._log_ratio)
+
+    def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
+        # lambda = -log sigma_t^2 = -log(sigma_min^2 (e^{2 t L} - 1)), L = log(sigma_max/sigma_min)
+        shifted = -lam - 2 * math.log(self.sigma_min)
+        return torch.nn.functional.softplus(shifted) / (2 * self._log_ratio)
 
     def noise_label_range(self) -> tuple[float, float]:
         t = torch.tensor([self.t_min, self.T], dtype=torch.float64)
