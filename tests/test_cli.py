@@ -8,6 +8,7 @@ import pytest
 from safetensors import safe_open
 
 from scorelab.cli import main
+from tests.helpers import cli_fails as _fail
 
 TINY = [
     "--steps",
@@ -29,14 +30,6 @@ TINY = [
 def _losses(run_dir):
     with open(run_dir / "metrics.csv", newline="") as f:
         return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f)]
-
-
-def _fail(argv, capsys, pattern):
-    """The command exits with 2 and one line naming the problem, no traceback."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert pattern in err, err
 
 
 @pytest.fixture(scope="module")

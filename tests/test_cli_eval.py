@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scorelab.cli import main
+from tests.helpers import cli_fails as _fail
 
 TINY = [
     "--steps",
@@ -27,14 +28,6 @@ TINY = [
     "10",
     "--no-progress",
 ]
-
-
-def _fail(argv, capsys, pattern):
-    """The command exits with 2 and one line naming the problem, no traceback."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert pattern in err, err
 
 
 @pytest.fixture(scope="module")

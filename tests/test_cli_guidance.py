@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from scorelab.cli import main
+from tests.helpers import cli_fails as _fail
 from tests.test_images import fake_sklearn
 
 TINY_2D = [
@@ -25,18 +26,6 @@ UNET = [
     "--batch-size", "16", "--T", "50", "--no-progress",
 ]  # fmt: skip
 SAMPLE = ["--sampler", "ddim", "--steps", "5"]
-
-
-def _fail(argv, capsys, pattern):
-    """The command exits with 2 and one line naming the problem, no traceback."""
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert pattern in err, err
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,13 @@ import torch
 from PIL import Image
 
 from scorelab.cli import main
+from tests.helpers import cli_fails as _fail
 from tests.test_images import fake_sklearn
 
 UNET = [
     "--channels", "8", "--res-blocks", "1", "--attn-res", "4", "--steps", "12",
     "--batch-size", "16", "--log-every", "4", "--T", "50", "--no-progress",
 ]  # fmt: skip
-
-
-def _fail(argv, capsys, pattern):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert pattern in err, err
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from scorelab.examples import double_well
 from scorelab.processes.sde import VESDE, SubVPSDE
 from scorelab.run import load_run
 from scorelab.targets import split_rhat
+from tests.helpers import cli_fails as _fail
 
 TINY = [
     "--steps",
@@ -33,18 +34,6 @@ TINY = [
     "5",
     "--no-progress",
 ]
-
-
-def _fail(argv, capsys, pattern):
-    """Exit status 2 and one line naming the problem (argparse's errors exit from the parser)."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert pattern in err, err
 
 
 @pytest.mark.parametrize(

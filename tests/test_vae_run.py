@@ -12,6 +12,7 @@ from PIL import Image
 from scorelab.cli import main
 from scorelab.run import load_run
 from scorelab.training.checkpoint import read_checkpoint
+from tests.helpers import cli_fails as _fail
 from tests.test_images import fake_sklearn
 
 RING = [
@@ -23,17 +24,6 @@ DIGITS = [
     "--model", "vae", "--data", "digits", "--channels", "8", "--latent-dim", "4",
     "--batch-size", "32", "--lr", "2e-3", "--steps", "12", "--log-every", "4", "--no-progress",
 ]  # fmt: skip
-
-
-def _fail(argv, capsys, pattern):
-    try:
-        rc = main(argv)
-    except SystemExit as e:  # argparse's own errors: one line, status 2
-        rc = e.code
-    assert rc == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert pattern in err, err
 
 
 def _eval(run, capsys, *flags):

@@ -175,30 +175,47 @@ def train(
     run_cfg = cfg
 
     def write_samples(trainer: Trainer) -> None:
-        write_pictures(
-            run_cfg, trainer.ema.state_dict(), out, trajectory=trainer.step == run_cfg.train.steps
-        )
+        write_pictures(run_cfg, trainer.ema.state_dict(), out, trajectory=trainer.stopping)
 
-    trainer = Trainer(
-        model,
-        loss_fn,
-        normalizer_of(cfg).encode(data),
-        cfg.train,
-        out,
-        cfg.to_dict(),
-        progress=progress,
-        on_sample=write_samples if images and pictures else None,
+    return fit_run(
+        cfg, model, loss_fn, normalizer_of(cfg).encode(data), out, tensors, meta,
+        resumed_from=checkpoint, progress=progress, log=log,
+        write_samples=write_samples if images and pictures else None,
         labels=labels if cfg.conditional else None,
-    )
+    )  # fmt: skip
+
+
+def fit_run(
+    cfg: RunConfig,
+    model: nn.Module,
+    loss_fn: Callable[..., Tensor],
+    data: Tensor,
+    out: Path,
+    tensors: dict[str, Tensor] | None,
+    meta: dict | None,
+    *,
+    resumed_from: Path | str,
+    progress: bool,
+    log: Callable[[str], None],
+    write_samples: Callable[[Trainer], None] | None = None,
+    labels: Tensor | None = None,
+) -> TrainResult:
+    """The part every kind of run shares: a Trainer on the (encoded) data, restored from a
+    checkpoint when one is given, config.json written by rank 0, the fit, and the pictures
+    at the end when none were written on the way (sample_every 0)."""
+    trainer = Trainer(
+        model, loss_fn, data, cfg.train, out, cfg.to_dict(), progress=progress,
+        on_sample=write_samples, labels=labels,
+    )  # fmt: skip
     if tensors is not None and meta is not None:
-        trainer.restore(tensors, meta, str(checkpoint))
-        log(f"resumed from {checkpoint} at step {trainer.step}")
+        trainer.restore(tensors, meta, str(resumed_from))
+        log(f"resumed from {resumed_from} at step {trainer.step}")
         if trainer.step >= cfg.train.steps:
             log(f"the run is already at step {trainer.step} of {cfg.train.steps}; nothing to do")
     if trainer.rank == 0:
         atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
     result = trainer.fit()
-    if images and pictures and trainer.rank == 0 and cfg.train.sample_every == 0:
+    if write_samples is not None and trainer.rank == 0 and cfg.train.sample_every == 0:
         write_samples(trainer)
     return result
 

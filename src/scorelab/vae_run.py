@@ -10,7 +10,6 @@ posterior of up to 2000 training examples (seed 002's diagnostic; scorelab.evalu
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from scorelab.likelihood import dequantize
 from scorelab.nn.vae import VAE
 from scorelab.objectives.vae import elbo, iwae_bound, sample_vae, vae_loss
 from scorelab.samplers import SampleResult
-from scorelab.training.checkpoint import atomic_write_bytes
 from scorelab.training.trainer import Trainer, TrainResult
 
 VAE_METHODS = ("elbo", "iwae")
@@ -77,7 +75,7 @@ def train_vae(
     pictures: bool = True,
 ) -> TrainResult:
     """scorelab.run.train for --model vae: the negative beta-ELBO per example as the loss."""
-    from scorelab.run import CONFIG, IDENTITY, _prepare_dir
+    from scorelab.run import IDENTITY, _prepare_dir, fit_run
 
     _prepare_dir(out)
     cfg.train.validate()
@@ -112,27 +110,11 @@ def train_vae(
     def write_samples(trainer: Trainer) -> None:
         write_vae_pictures(run_cfg, trainer.ema.state_dict(), out)
 
-    trainer = Trainer(
-        model,
-        loss_fn,
-        normalizer_of(cfg).encode(data),
-        cfg.train,
-        out,
-        cfg.to_dict(),
-        progress=progress,
-        on_sample=write_samples if pictures else None,
-    )
-    if tensors is not None and meta is not None:
-        trainer.restore(tensors, meta, str(out))
-        log(f"resumed from {out} at step {trainer.step}")
-        if trainer.step >= cfg.train.steps:
-            log(f"the run is already at step {trainer.step} of {cfg.train.steps}; nothing to do")
-    if trainer.rank == 0:
-        atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
-    result = trainer.fit()
-    if pictures and trainer.rank == 0 and cfg.train.sample_every == 0:
-        write_samples(trainer)
-    return result
+    return fit_run(
+        cfg, model, loss_fn, normalizer_of(cfg).encode(data), out, tensors, meta,
+        resumed_from=out, progress=progress, log=log,
+        write_samples=write_samples if pictures else None,
+    )  # fmt: skip
 
 
 def write_vae_pictures(cfg: RunConfig, ema_state: dict[str, Tensor], out: Path, n: int = 64):

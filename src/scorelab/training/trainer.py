@@ -137,6 +137,7 @@ class Trainer:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.step = 0
+        self.stopping = False  # True from the run's last step on (steps or time reached)
         self.bad_steps = 0
         self.window = [0.0, 0, 0.0]  # loss sum, count, grad-norm sum since the last log row
         self.seconds = 0.0
@@ -237,6 +238,7 @@ class Trainer:
                 if capped:
                     elapsed = all_reduce_mean([time.perf_counter() - start], self.device)[0]
                 last = self.step == cfg.steps or (capped and elapsed >= cfg.max_seconds)
+                self.stopping = last  # on_sample may draw more at the run's last step
                 if self.step % cfg.log_every == 0 or last:
                     self.seconds = time.perf_counter() - start
                     self._log(writer, lr, bar)
@@ -256,6 +258,7 @@ class Trainer:
             bar.close()
             if f is not None:
                 f.close()
+        self.stopping = True
         return TrainResult(
             self.step, loss_value, self.bad_steps, self.seconds, self.run_dir / CHECKPOINT
         )
