@@ -52,6 +52,50 @@ def test_train_writes_a_complete_run(trained):
     assert [s for s, _ in _losses(trained)] == list(range(1, 31))
 
 
+def test_a_runs_config_json_reproduces_it_and_flags_override_it(trained, tmp_path):
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(trained / "config.json"), "--out", str(again),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert json.loads((again / "config.json").read_text()) == json.loads(
+        (trained / "config.json").read_text()
+    )
+    assert _losses(again) == _losses(trained)  # same seed, same config: the same run
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps({"train": {"steps": 7, "lr": 1}, "data": "ring"}))
+    other = tmp_path / "other"
+    argv = ["train", "--config", str(part), "--out", str(other), *TINY]
+    assert main(argv) == 0  # TINY's --steps 30 overrides the file's 7; lr 1 (an int) stays
+    cfg = json.loads((other / "config.json").read_text())
+    assert cfg["train"]["steps"] == 30 and cfg["train"]["lr"] == 1.0 and cfg["data"] == "ring"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"train": {"lrr": 0.1}}', "unknown config key 'train.lrr'"),
+        ('{"colour": 1}', "unknown config key 'colour'"),
+        ('{"train": {"lr": "fast"}}', "config key 'train.lr'"),
+        ('{"train": {"steps": 1.5}}', "config key 'train.steps'"),
+        ('{"model": {"channel_mult": [1, "2"]}}', "config key 'model.channel_mult'"),
+        ('{"train": 3}', "must be an object of train settings"),
+        ('{"sde": {"name": "ve", "params": {"sigma_max": "big"}}}', "'sde' must look like"),
+    ],
+)
+def test_bad_config_file(tmp_path, capsys, content, message):
+    path = tmp_path / "c.json"
+    path.write_text(content)
+    _fail(["train", "--config", str(path), "--out", str(tmp_path / "r")], capsys, message)
+
+
+def test_config_file_missing_or_with_resume(trained, tmp_path, capsys):
+    _fail(["train", "--config", str(tmp_path / "nope.json"), "--out", str(tmp_path / "r")],
+          capsys, "nope.json")  # fmt: skip
+    _fail(["train", "--config", str(trained / "config.json"), "--out", str(trained),
+           "--resume"], capsys, "--config starts a new run")  # fmt: skip
+
+
 def test_sample_npy_in_data_units_and_png(trained, tmp_path, capsys):
     out = tmp_path / "s.npy"
     assert main(["sample", str(trained), "--n", "64", "--out", str(out), "--steps", "20"]) == 0

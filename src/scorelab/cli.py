@@ -387,7 +387,16 @@ def _add_train(sub) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --out exactly "
-        "where its last checkpoint stopped (flags other than --steps must match)",
+        "where its last checkpoint stopped (flags other than --steps, --max-seconds and the "
+        "speed flags must match)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a JSON file shaped like a run's config.json, whole or in part (e.g. "
+        '{"train": {"lr": 0.003}, "data": "moons"}); flags given here override it. Its '
+        "'normalizer' is ignored: a new run fits its data's normalization",
     )
     p.add_argument(
         "--ssm-plain",
@@ -777,7 +786,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["conditional"] = True
     if args.ssm_plain:
         overrides["score.variance_reduced"] = False
-    vae_flags = [k for k in ("model.latent_dim", "model.decoder", "model.beta") if k in overrides]
+    flag_keys = set(overrides)
+    if args.config is not None:  # the file first, the flags over it
+        if args.resume:
+            raise ScorelabError("--config starts a new run; --resume reads the run's own config")
+        overrides = {**_config_file(args.config), **overrides}
+    vae_flags = flag_keys & {"model.latent_dim", "model.decoder", "model.beta"}
     if vae_flags and not args.resume and overrides.get("model.name") != "vae":
         raise ScorelabError("--latent-dim, --decoder and --beta apply to --model vae only")
     if overrides.get("data") and "model.name" not in overrides and not args.resume:
@@ -824,6 +838,19 @@ def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> i
         f"{result.checkpoint}"
     )
     return 0
+
+
+def _config_file(path: Path) -> dict:
+    """The dotted-key overrides of a JSON config file, or a one-line error."""
+    from scorelab.config import overrides_from_dict
+
+    try:
+        d = json.loads(path.read_text())
+    except OSError as e:
+        raise ScorelabError(f"--config {path}: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ScorelabError(f"--config {path} is not valid JSON: {e}") from None
+    return overrides_from_dict(d, source=f"--config {path}")
 
 
 def _sde_overrides(args: argparse.Namespace, overrides: dict) -> None:

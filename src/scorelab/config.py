@@ -230,3 +230,76 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             raise ScorelabError(f"unknown config key {key!r}")
         node[leaf] = value
     return RunConfig.from_dict(d)
+
+
+# the sections a config file may set key by key, and the top-level keys whose default is None
+_SECTIONS = {
+    "model": ModelConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+    "score": ScoreConfig,
+}
+_OPTIONAL = {"data": str, "labels": str, "image_size": int, "target": str}
+
+
+def _is_number(v: Any, kind: type) -> bool:
+    return isinstance(v, kind) and not isinstance(v, bool)
+
+
+def _checked(key: str, value: Any, default: Any) -> Any:
+    """value if it has the type of the field's default (ints pass for floats, lists of ints
+    for tuples); otherwise a ScorelabError naming the key."""
+    want = _OPTIONAL.get(key.rsplit(".", 1)[-1])
+    if default is None and (value is None or want is None or _is_number(value, want)):
+        return value
+    if isinstance(default, bool) and isinstance(value, bool):
+        return value
+    if _is_number(default, int) and _is_number(value, int):
+        return value
+    if isinstance(default, float) and _is_number(value, int | float):
+        return float(value)
+    if isinstance(default, str) and isinstance(value, str):
+        return value
+    ints = isinstance(value, list) and all(_is_number(v, int) for v in value)
+    if isinstance(default, tuple) and ints:
+        return tuple(value)
+    raise ScorelabError(f"config key {key!r}: expected a value like {default!r}, got {value!r}")
+
+
+def overrides_from_dict(d: Any, source: str = "the config") -> dict[str, Any]:
+    """Dotted-key overrides ({'train.lr': 0.003, ...}) from a nested dict shaped like a run's
+    config.json, whole or in part, each key and type checked against RunConfig's fields.
+
+    'normalizer' is dropped: a new run fits its data's normalization anew."""
+    if not isinstance(d, dict):
+        raise ScorelabError(f"{source} must be a JSON object like a run's config.json")
+    defaults = RunConfig().to_dict()
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if key == "normalizer":
+            continue
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ScorelabError(f"{source}: {key!r} must be an object of {key} settings")
+            for sub, v in value.items():
+                if sub not in defaults[key]:
+                    raise ScorelabError(f"{source}: unknown config key '{key}.{sub}'")
+                out[f"{key}.{sub}"] = _checked(f"{key}.{sub}", v, defaults[key][sub])
+        elif key == "sde":
+            if value is not None:
+                ok = isinstance(value, dict) and set(value) <= {"name", "params"}
+                params = value.get("params", {}) if ok else None
+                if not ok or not isinstance(value.get("name", "vp"), str) or not (
+                    isinstance(params, dict)
+                    and all(_is_number(p, int | float) for p in params.values())
+                ):  # fmt: skip
+                    raise ScorelabError(
+                        f"{source}: 'sde' must look like {{\"name\": \"ve\", \"params\": "
+                        "{\"sigma_max\": 50.0}} or be null"
+                    )
+            out[key] = value
+        elif key in defaults:
+            out[key] = _checked(key, value, defaults[key])
+        else:
+            raise ScorelabError(f"{source}: unknown config key {key!r}")
+    return out
