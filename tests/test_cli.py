@@ -69,6 +69,18 @@ def test_a_runs_config_json_reproduces_it_and_flags_override_it(trained, tmp_pat
     assert cfg["train"]["steps"] == 30 and cfg["train"]["lr"] == 1.0 and cfg["data"] == "ring"
 
 
+def test_deterministic_switch(tmp_path):
+    import torch
+
+    out = tmp_path / "det"
+    try:
+        assert main(["train", "--data", "ring", "--out", str(out), *TINY, "--deterministic"]) == 0
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert json.loads((out / "config.json").read_text())["train"]["deterministic"] is True
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -359,6 +359,12 @@ _SWITCHES = {
     "--hflip": ("hflip", "images: random horizontal flips (off by default; leave off for digits)"),
     "--compile": ("train.compile", "torch.compile the network (pays off only on long runs)"),
     "--channels-last": ("train.channels_last", "channels-last memory format for images"),
+    "--deterministic": (
+        "train.deterministic",
+        "PyTorch's deterministic algorithms (torch.use_deterministic_algorithms): the same "
+        "run gives the same bits on a GPU too, at some speed; an op without a deterministic "
+        "version then fails with PyTorch's message",
+    ),
     "--conditional": (
         "conditional",
         "class-conditional model eps(x, t, y) on the data's labels (a null class too)",

@@ -119,6 +119,7 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     channels_last: bool = False
+    deterministic: bool = False
     sample_every: int = 0
     # label dropout: each label replaced by the null class with this probability, which trains
     # the unconditional model too (classifier-free guidance needs it > 0)

@@ -66,6 +66,7 @@ LANGEVIN_SAMPLES = "langevin_samples.npy"  # tsm without --data: the samples tra
 RESUMABLE_KEYS = ("train.steps", "train.max_seconds", "train.ckpt_every", "train.log_every")
 # speed settings and pictures, which do not change what is learned, may change on resume too
 RESUMABLE_KEYS += ("train.sample_every", "train.precision", "train.compile", "train.channels_last")
+RESUMABLE_KEYS += ("train.deterministic",)
 # and the split of the batch, so a run can move between 1 process x N micro-batches and N ranks
 RESUMABLE_KEYS += ("train.micro_batches",)
 # images live in [-1, 1] already: the model sees them as they are

@@ -40,6 +40,15 @@ METRICS = "metrics.csv"
 COLUMNS = ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds"]
 
 
+def use_deterministic_algorithms() -> None:
+    """PyTorch's deterministic kernels (cuBLAS needs its workspace setting before first use)."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 class TrainingDiverged(ScorelabError):
     """The loss or gradients stayed non-finite for several steps in a row."""
 
@@ -116,6 +125,8 @@ class Trainer:
                 f"--batch-size {cfg.batch_size} is not divisible by {self.world_size} processes "
                 f"x {cfg.micro_batches} micro-batches"
             )
+        if cfg.deterministic:
+            use_deterministic_algorithms()
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
