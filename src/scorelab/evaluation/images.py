@@ -21,11 +21,16 @@ def _zoom(size: int) -> int:
     return max(1, 64 // size) if size < 64 else 1
 
 
-def grid_array(x: Tensor, nrow: int | None = None, pad: int = 1, zoom: int | None = None):
-    """A uint8 (H', W', C) picture of the images in rows of nrow, separated by pad pixels."""
+def grid_array(
+    x: Tensor, nrow: int | None = None, pad: int | None = None, zoom: int | None = None
+):
+    """A uint8 (H', W', C) picture of the images in rows of nrow, separated by pad white
+    pixels (default: half a zoomed pixel, at least 2, so that digits that fill their frame
+    still read as separate images)."""
     images = to_uint8(x)  # (B, H, W, C)
     b, h, w, c = images.shape
     zoom = _zoom(max(h, w)) if zoom is None else zoom
+    pad = max(2, zoom // 2) if pad is None else pad
     images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
     h, w = h * zoom, w * zoom
     nrow = nrow or math.ceil(math.sqrt(b))
