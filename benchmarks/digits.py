@@ -19,6 +19,7 @@ Run
 ---
     .venv/bin/python benchmarks/digits.py               # --budget 600: about 25 minutes
     .venv/bin/python benchmarks/digits.py --budget 90   # a shorter race (labelled as such)
+    .venv/bin/python benchmarks/digits.py --speed-race 5  # steps/s only, interleaved repeats
 
 --data picks another scorelab image source (default digits, which needs scikit-learn);
 --stand-in renders a digits-like labelled set with Pillow's font when scikit-learn is absent
@@ -32,6 +33,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import math
 import platform
 import sys
 import tempfile
@@ -150,8 +152,9 @@ def speed(x: torch.Tensor, steps: int, threads: int) -> list[tuple[str, float, s
     return rows
 
 
-def train_peer(x: torch.Tensor, budget: float, seed: int = 0):
-    """diffusers' UNet2DModel + DDPMScheduler, the same recipe, for budget seconds."""
+def train_peer(x: torch.Tensor, budget: float, seed: int = 0, max_steps: int | None = None):
+    """diffusers' UNet2DModel + DDPMScheduler, the same recipe, for budget seconds (or
+    max_steps steps)."""
     from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(seed)
@@ -165,7 +168,7 @@ def train_peer(x: torch.Tensor, budget: float, seed: int = 0):
     ema = copy.deepcopy(net).requires_grad_(False)
     g = torch.Generator().manual_seed(seed)
     steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < budget:
+    while time.perf_counter() - start < budget and (max_steps is None or steps < max_steps):
         for group in opt.param_groups:
             group["lr"] = LR * min(1.0, (steps + 1) / WARMUP)
         x0 = x[torch.randint(x.shape[0], (BATCH,), generator=g)]
@@ -199,6 +202,33 @@ def train_peer(x: torch.Tensor, budget: float, seed: int = 0):
     return steps, seconds, params, sample
 
 
+def speed_race(x: torch.Tensor, data: str, repeats: int, steps: int) -> str:
+    """Steps/s of the two training loops, interleaved (scorelab, peer, scorelab, ...), each
+    timed over its loop alone; the medians and their ratio, as a markdown table."""
+    ours, theirs = [], []
+    for r in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            res = train(run_config(data, steps), Path(tmp) / "r", progress=False,
+                        log=lambda m: None, pictures=False)  # fmt: skip
+        ours.append(res.step / res.seconds)
+        peer_steps, peer_s, _, _ = train_peer(x, math.inf, seed=r, max_steps=steps)
+        theirs.append(peer_steps / peer_s)
+        print(f"  repeat {r + 1}: scorelab {ours[-1]:.2f}, peer {theirs[-1]:.2f} steps/s",
+              flush=True)  # fmt: skip
+    a, b = float(np.median(ours)), float(np.median(theirs))
+    return "\n".join([
+        f"Interleaved speed race: {repeats} repeats of {steps} steps each, "
+        f"{torch.get_num_threads()} threads; each loop timed alone (model build excluded).",
+        "",
+        "| loop | median steps/s | all repeats |",
+        "|---|---:|---|",
+        f"| scorelab Trainer | {a:.2f} | {', '.join(f'{v:.2f}' for v in ours)} |",
+        f"| diffusers UNet2DModel loop | {b:.2f} | {', '.join(f'{v:.2f}' for v in theirs)} |",
+        f"| ratio scorelab / peer | {a / b:.3f} | |",
+        "",
+    ])  # fmt: skip
+
+
 def quality(features, reference, samples) -> dict[str, float]:
     f_s, f_r = features(samples), features(reference)
     kid, _ = kernel_inception_distance(f_s, f_r, generator=torch.Generator().manual_seed(0))
@@ -215,9 +245,22 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads of the race (default: 2)"
     )
+    parser.add_argument(
+        "--speed-race",
+        type=int,
+        default=0,
+        metavar="R",
+        help="only the interleaved steps/s race, R repeats of 300 steps (writes "
+        "digits_speed.md beside --out)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "digits.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.speed_race:
+        text = speed_race(load_images(args.data).x, args.data, args.speed_race, 300)
+        args.out.with_name("digits_speed.md").write_text("# Digits: training speed\n\n" + text)
+        print(text)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="scorelab-digits-"))
     data, data_note = args.data, args.data
     if args.stand_in:

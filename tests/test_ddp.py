@@ -100,3 +100,16 @@ def test_torchrun_launches_the_same_training(tmp_path):
     assert proc.stdout.count("trained to step 8") == 1
     assert main(["train", *ARGS, "--micro-batches", "2", "--out", str(single)]) == 0
     assert _losses(ddp) == pytest.approx(_losses(single), rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_a_time_cap_stops_every_rank_at_the_same_step(tmp_path):
+    """--max-seconds under 2 processes: the ranks agree on the clock (its mean over ranks), so
+    both stop after the same step and neither waits forever on the other's collective."""
+    run = tmp_path / "capped"
+    argv = [*ARGS, "--steps", "1000000", "--max-seconds", "2", "--log-every", "10"]
+    procs = _launch(["train", *argv, "--out", str(run)])
+    assert all(p.returncode == 0 for p in procs), procs[0].stderr[-2000:] + procs[1].stderr[-2000:]
+    with open(run / "metrics.csv", newline="") as f:
+        last = int(list(csv.DictReader(f))[-1]["step"])
+    assert 1 <= last < 1_000_000 and f"trained to step {last} " in procs[0].stdout
