@@ -19,7 +19,7 @@ Run
 ---
     .venv/bin/python benchmarks/digits.py               # --budget 600: about 25 minutes
     .venv/bin/python benchmarks/digits.py --budget 90   # a shorter race (labelled as such)
-    .venv/bin/python benchmarks/digits.py --speed-race 5  # steps/s only, interleaved repeats
+    .venv/bin/python benchmarks/digits.py --speed-race 3  # steps/s only, interleaved repeats
 
 --data picks another scorelab image source (default digits, which needs scikit-learn);
 --stand-in renders a digits-like labelled set with Pillow's font when scikit-learn is absent
@@ -250,14 +250,15 @@ def main() -> int:
         type=int,
         default=0,
         metavar="R",
-        help="only the interleaved steps/s race, R repeats of 300 steps (writes "
+        help="only the interleaved steps/s race, R repeats of 10 x --speed-steps steps (writes "
         "digits_speed.md beside --out)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "digits.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.speed_race:
-        text = speed_race(load_images(args.data).x, args.data, args.speed_race, 300)
+        steps = 10 * args.speed_steps
+        text = speed_race(load_images(args.data).x, args.data, args.speed_race, steps)
         args.out.with_name("digits_speed.md").write_text("# Digits: training speed\n\n" + text)
         print(text)
         return 0
