@@ -383,7 +383,7 @@ def report(args, data_note, speed_rows, rows, info, n_ref, n_held) -> str:
     lines += [f"| {n} | {r:.1f} | {note} |" for n, r, note in speed_rows]
     lines += [
         "",
-        "Timings come from a machine shared with other jobs: differences under ~15% are noise.",
+        "Timings from one 2-core machine: differences under ~15% are within run-to-run noise.",
         "Samples: digits_samples.png (scorelab), digits_samples_diffusers.png (the peer).",
         "",
     ]

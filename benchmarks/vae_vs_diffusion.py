@@ -180,7 +180,7 @@ def report(args, digits_note: str, tables) -> str:
         "# VAE vs diffusion at the same CPU budget",
         "",
         f"{now}; {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"Python {platform.python_version()}; a shared machine (timings are noisy).",
+        f"Python {platform.python_version()}.",
         f"**Budget: {args.budget:.0f} s of training per model** (each stops when its "
         f"time is spent: --max-seconds). {N_SAMPLES} samples each: diffusion with DDIM, "
         f"{SAMPLE_STEPS} steps; "
