@@ -150,13 +150,14 @@ def main() -> int:
                      time.perf_counter() - t))  # fmt: skip
         curves["classifier s"].append((s, rows[-1][1]["accuracy"], rows[-1][1]["fd"]))
         print(rows[-1], flush=True)
-    for w in [float(v) for v in args.weights.split(",")]:
+    weights = [float(v) for v in args.weights.split(",")]
+    for w in weights:
         t = time.perf_counter()
         x, _ = run.sample(len(y), y=y, cfg=w, **opts)
         label = "conditional (CFG w = 0)" if w == 0 else f"CFG w = {w:g}"
         rows.append((label, score(features, clean, x, y, ref, ref_y), time.perf_counter() - t))
         curves["CFG w"].append((w, rows[-1][1]["accuracy"], rows[-1][1]["fd"]))
-        if w == max(float(v) for v in args.weights.split(",")):
+        if w == max(weights):
             save_image_grid(x.view(classes, n, *x.shape[1:])[:, :10].flatten(0, 1),
                             args.out.with_name("guidance_samples.png"), nrow=10)  # fmt: skip
         print(rows[-1], flush=True)

@@ -101,6 +101,16 @@ def test_bad_config_file(tmp_path, capsys, content, message):
     _fail(["train", "--config", str(path), "--out", str(tmp_path / "r")], capsys, message)
 
 
+def test_config_file_keeps_the_optional_keys_that_may_be_null():
+    from scorelab.config import overrides_from_dict
+
+    # a tsm run trained on Langevin samples stores "data": null in its config.json
+    d = {"data": None, "labels": None, "image_size": 16, "score": {"target": None}, "sde": None}
+    assert overrides_from_dict(d) == {
+        "data": None, "labels": None, "image_size": 16, "score.target": None, "sde": None
+    }  # fmt: skip
+
+
 def test_config_file_missing_or_with_resume(trained, tmp_path, capsys):
     _fail(["train", "--config", str(tmp_path / "nope.json"), "--out", str(tmp_path / "r")],
           capsys, "nope.json")  # fmt: skip

@@ -233,7 +233,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
-# the sections a config file may set key by key, and the top-level keys whose default is None
+# the sections a config file may set key by key, and the keys that may also be null
 _SECTIONS = {
     "model": ModelConfig,
     "schedule": ScheduleConfig,
@@ -243,25 +243,26 @@ _SECTIONS = {
 _OPTIONAL = {"data": str, "labels": str, "image_size": int, "target": str}
 
 
-def _is_number(v: Any, kind: type) -> bool:
+def _is_a(v: Any, kind: type) -> bool:
+    """isinstance, except that a bool is not taken for an int or a float."""
     return isinstance(v, kind) and not isinstance(v, bool)
 
 
 def _checked(key: str, value: Any, default: Any) -> Any:
     """value if it has the type of the field's default (ints pass for floats, lists of ints
-    for tuples); otherwise a ScorelabError naming the key."""
+    for tuples, null for the optional keys); otherwise a ScorelabError naming the key."""
     want = _OPTIONAL.get(key.rsplit(".", 1)[-1])
-    if default is None and (value is None or want is None or _is_number(value, want)):
-        return value
+    if want is not None and (value is None or _is_a(value, want)):
+        return value  # e.g. data: null, a tsm run trained on Langevin samples
     if isinstance(default, bool) and isinstance(value, bool):
         return value
-    if _is_number(default, int) and _is_number(value, int):
+    if _is_a(default, int) and _is_a(value, int):
         return value
-    if isinstance(default, float) and _is_number(value, int | float):
+    if isinstance(default, float) and _is_a(value, int | float):
         return float(value)
     if isinstance(default, str) and isinstance(value, str):
         return value
-    ints = isinstance(value, list) and all(_is_number(v, int) for v in value)
+    ints = isinstance(value, list) and all(_is_a(v, int) for v in value)
     if isinstance(default, tuple) and ints:
         return tuple(value)
     raise ScorelabError(f"config key {key!r}: expected a value like {default!r}, got {value!r}")
@@ -292,7 +293,7 @@ def overrides_from_dict(d: Any, source: str = "the config") -> dict[str, Any]:
                 params = value.get("params", {}) if ok else None
                 if not ok or not isinstance(value.get("name", "vp"), str) or not (
                     isinstance(params, dict)
-                    and all(_is_number(p, int | float) for p in params.values())
+                    and all(_is_a(p, int | float) for p in params.values())
                 ):  # fmt: skip
                     raise ScorelabError(
                         f"{source}: 'sde' must look like {{\"name\": \"ve\", \"params\": "
