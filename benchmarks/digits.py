@@ -348,7 +348,7 @@ def report(args, data_note, speed_rows, rows, info, n_ref, n_held) -> str:
         f"{now}; {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"Python {platform.python_version()}.",
         f"Data: {data_note}. **Budget: {args.budget:.0f} s of training per model** "
-        f"(the issue's goal is stated for 600 s). Batch {BATCH}, Adam lr {LR}, warm-up "
+        f"(the benchmark's goal is stated for 600 s). Batch {BATCH}, Adam lr {LR}, warm-up "
         f"{WARMUP}, EMA {EMA}, clip {CLIP}; DDPM linear schedule, T = 1000, eps objective; "
         f"{N_SAMPLES} samples each with DDIM, {SAMPLE_STEPS} steps (scorelab also with "
         f"DPM-Solver++ and ancestral DDPM at {SAMPLE_STEPS} steps). Each model trains until "

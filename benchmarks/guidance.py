@@ -13,7 +13,7 @@ classifier (evaluation/features.py, the one FD uses; its held-out accuracy is pr
 - FD / precision / recall (k = 3) of each class's samples against that class's reference
   data, in the clean classifier's features, averaged over the classes;
 - the unguided row (s = 0): the unconditional model's samples against all reference data, the
-  FD that guided samples should stay within 2x of (the issue's goal), and the floor: the
+  FD that guided samples should stay within 2x of (the benchmark's goal), and the floor: the
   held-out half of each class against its reference half.
 
 Run
@@ -174,7 +174,7 @@ def main() -> int:
         "",
         f"**Budget**: {args.budget:g}s of CPU training in all (conditional U-Net {steps} steps "
         f"with --cond-drop 0.1, 70% of the budget; noise-aware classifier {cls_steps} steps, "
-        f"30%), {n} samples per class (DDIM, {SAMPLE_STEPS} steps); the issue's full run is "
+        f"30%), {n} samples per class (DDIM, {SAMPLE_STEPS} steps); the full run is "
         "--per-class 1000. Plot: guidance.png; CFG samples at the largest w (a row per "
         "class): guidance_samples.png.",
         "",

@@ -24,7 +24,7 @@ smaller than the NLL's). Rows:
 * ODE NLL (Dormand-Prince, rtol = atol = 1e-5, in rho = -log alpha_bar) with the exact trace
   and Hutchinson with 1 and 8 Rademacher probes; NFE = network evaluations per solve.
 
-Goal (issue 5): the trained model's ODE NLL within 0.05 nats of the true entropy per sample.
+Goal: the trained model's ODE NLL within 0.05 nats of the true entropy per sample.
 
 Run
 ---

@@ -30,7 +30,7 @@ replicate pairs per seed, which also give its sampling noise). "tuned" rows use 
 sweep on a separate tuning seed ("what each grid gave"), so the choice is not fitted to the seeds
 it is scored on. Per NFE the summary rows give each side's best row by mean SW with the SW
 ratio, and by z. The overhead table times matching pairs (ddim / DDIM, ...) in interleaved
-repeats at two batch sizes. The Goals section checks the issue's goals against these numbers.
+repeats at two batch sizes. The Goals section checks the benchmark's goals against these numbers.
 
 Run
 ---
@@ -750,7 +750,7 @@ Results = dict[str, tuple[Bench, dict[int, list[Row]]]]
 
 
 def goals(results: Results, overheads: list[Overhead]) -> str:
-    """The issue's goals, each with the numbers that decide it."""
+    """The benchmark's goals, each with the numbers that decide it."""
     out = ["## Goals", ""]
     lines, ok, z_lines, z_ok = [], True, [], True
     for name, (bench, rows_by_nfe) in results.items():

@@ -1,4 +1,4 @@
-"""VAE vs diffusion at the same CPU budget, on the 2-D ring and on 8x8 digits (seed 002).
+"""VAE vs diffusion at the same CPU budget, on the 2-D ring and on 8x8 digits (docs/theory.md §27).
 
 What it measures
 ----------------
@@ -16,7 +16,8 @@ For each dataset, a diffusion model and a VAE each train until --budget seconds 
 * the VAE's aggregate-posterior diagnostic: KL(q(z) || p(z)) and MMD^2(q, p) with its floor;
 * on digits, the `scorelab compare` report of the two runs (HTML and markdown, sample grids
   side by side) in benchmarks/results/vae_vs_diffusion_report/.
-The seed's expectation is that the VAE has the lower precision; the table says what happened.
+The aggregate-posterior argument (docs/theory.md §27) expects the VAE to have the lower
+precision; the table says what happened.
 
 Run
 ---

@@ -1,4 +1,4 @@
-"""The forward process and the posterior as identities (seeds 000, 003, 004)."""
+"""The forward process and the posterior as identities (Ho et al. 2020)."""
 
 import pytest
 import torch
@@ -169,7 +169,7 @@ def test_general_pair_posterior_equals_bayes(name, t, gap, x0_value, x_t_value):
 
 @pytest.mark.parametrize("t", [2, 50, 500, 1000])
 def test_true_reverse_variance_is_beta_for_standard_normal_data(t):
-    """Seed 004: if x_0 ~ N(0, I) then q(x_{t-1} | x_t) has variance exactly beta_t (the
+    """Ho et al. 2020, §3.2: if x_0 ~ N(0, I) then q(x_{t-1} | x_t) has variance exactly beta_t (the
     upper choice of sigma_t^2); for a single point x_0 it is beta_tilde_t (the lower one)."""
     s = make_schedule("linear")
     tt = torch.tensor([float(t)], dtype=torch.float64)

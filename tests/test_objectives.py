@@ -101,7 +101,7 @@ def test_v_and_score_losses_are_reweighted_eps_losses(kind, weight, generator):
 
 
 def test_oracle_eps_is_the_conditional_expectation(mixture_2d, generator):
-    """Tweedie (seed 001): eps*(x_t) = E[eps | x_t], so the residual eps - eps*(x_t) is
+    """Tweedie (docs/theory.md §6): eps*(x_t) = E[eps | x_t], so the residual eps - eps*(x_t) is
     orthogonal to any function of x_t, and eps* has a lower L_simple than a perturbation."""
     s = make_schedule("linear")
     n = 40_000

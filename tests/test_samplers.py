@@ -84,7 +84,7 @@ def test_images_shaped_gaussian(generator):
 
 
 def test_ddpm_score_form_equals_ddpm(mixture_2d):
-    """x_{t-1} = A_t x_t + B_t grad log p_t + sqrt(C_t) z is Algorithm 2 (seed 001, task 1)."""
+    """x_{t-1} = A_t x_t + B_t grad log p_t + sqrt(C_t) z is Algorithm 2 (docs/theory.md §8)."""
     s = make_schedule("linear")
     eps_fn = mixture_2d.eps_fn(s)
     for variance in ("beta", "beta_tilde"):

@@ -49,7 +49,7 @@ def test_every_sampler_reproduces_the_mixture(name, mixture_2d):
 
 
 def test_langevin_samples_a_gaussian():
-    """Seed 000: unadjusted Langevin with a small step converges to the target p_t."""
+    """Roberts & Tweedie 1996: unadjusted Langevin with a small step converges to the target p_t."""
     gm = GaussianMixture(torch.ones(1), torch.tensor([[1.0, -0.5]]), torch.tensor([[0.3, 0.6]]))
     out = sample(
         gm.eps_fn(SCHEDULE),

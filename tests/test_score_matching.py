@@ -41,7 +41,7 @@ def _within(diff: torch.Tensor, target: float = 0.0, k: float = 5.0) -> bool:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ism_is_esm_minus_half_the_fisher_information(seed):
-    """Seed 001 task 2: E[ISM] = E[½‖s − ∇log p‖²] − ½E‖∇log p‖², and for p = N(mu, diag var)
+    """Hyvärinen 2005: E[ISM] = E[½‖s − ∇log p‖²] − ½E‖∇log p‖², and for p = N(mu, diag var)
     E‖∇log p‖² = sum 1/var. ESM is evaluated in closed form for the linear s; ISM by Monte
     Carlo on 40k samples, within 5 standard errors."""
     mu, var = _gaussian(seed)
@@ -100,8 +100,8 @@ def _two_models():
 @pytest.mark.parametrize("sde", [VESDE(sigma_max=5.0), VPSDE()], ids=["ve", "vp"])
 def test_objectives_differ_from_esm_by_a_theta_free_constant(objective, sde, mixture_2d):
     """At a fixed t, E[L(s1)] − E[L(s2)] = E[ESM(s1)] − E[ESM(s2)] for DSM, TSM and ISM
-    (Vincent 2011; seed 001): the constants cancel in the difference. Common random numbers,
-    5 standard errors of the per-example difference."""
+    (Vincent 2011; docs/theory.md §§21-22): the constants cancel in the difference. Common
+    random numbers, 5 standard errors of the per-example difference."""
     n = 20_000
     s1, s2 = _two_models()
     x0, _ = mixture_2d.sample(n, generator=torch.Generator().manual_seed(1))
@@ -127,9 +127,10 @@ def test_objectives_differ_from_esm_by_a_theta_free_constant(objective, sde, mix
 
 
 def test_tsm_identity_by_monte_carlo(mixture_2d):
-    """Seed 001 task 3: ∇log p_{X+Z}(y) = E[∇log p_X(X) | X + Z = y], Z ~ N(0, s² I). X | y is
-    drawn from its exact posterior (a mixture: component k with weight ∝ w_k N(y; mu_k,
-    var_k + s²), then Gaussian conditioning); 20k draws per y, within 5 standard errors."""
+    """De Bortoli et al. 2024: ∇log p_{X+Z}(y) = E[∇log p_X(X) | X + Z = y], Z ~ N(0, s² I).
+    X | y is drawn from its exact posterior (a mixture: component k with weight
+    ∝ w_k N(y; mu_k, var_k + s²), then Gaussian conditioning); 20k draws per y, within 5
+    standard errors."""
     s2 = 0.5
     g = torch.Generator().manual_seed(11)
     ys = torch.tensor([[0.0, 0.0], [1.5, 0.5], [-1.0, -1.0]], dtype=torch.float64)

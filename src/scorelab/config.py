@@ -33,8 +33,9 @@ class ModelConfig:
     res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (4,)
     dropout: float = 0.1
-    # class-conditional models (issue 7): labels 0..num_classes-1 and the null class
-    # num_classes; 0: unconditional. Set from the data's labels by `train --conditional`.
+    # class-conditional models (guidance, docs/theory.md §23): labels 0..num_classes-1 and
+    # the null class num_classes; 0: unconditional. Set from the data's labels by
+    # `train --conditional`.
     num_classes: int = 0
     # the VAE's (--model vae): latent size (0: 2 for vectors, 16 for images), decoder
     # likelihood ("": gaussian for vectors, logistic for images) and the KL weight beta

@@ -1,6 +1,6 @@
 """Guidance as adapters: eps_fn -> eps_fn, so every sampler guides without knowing it.
 
-Classifier guidance (Dhariwal & Nichol 2021; seed 002): with a noise-aware classifier
+Classifier guidance (Dhariwal & Nichol 2021; docs/theory.md §23): with a noise-aware classifier
 p_phi(y | x_t, t), the guided score is grad log p_t(x) + s grad log p_phi(y | x_t). In eps
 (score = -eps / sigma_t) that is
 

@@ -4,7 +4,8 @@ A VAE run has the layout of a diffusion run (config.json, checkpoints, metrics.c
 config says model.name = "vae" and objective = "elbo". Vectors are normalized as a diffusion
 run's are, x' = (x - shift) / scale, so every NLL adds d log(scale) nats (data units); images
 stay in [-1, 1]. Samples decode z ~ p(z) = N(0, I) (the prior) or z ~ q(z), the aggregate
-posterior of up to 2000 training examples (seed 002's diagnostic; scorelab.evaluation.latent).
+posterior of up to 2000 training examples (the diagnostic of docs/theory.md §27;
+scorelab.evaluation.latent).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""`scorelab compare`: runs on the same data side by side, as HTML and markdown (seed 002).
+"""`scorelab compare`: runs on the same data side by side, as HTML and markdown.
 
 For each run: n samples (diffusion: DDIM; VAE: decoded from the prior) with their time and
 NFE; the sample metrics of scorelab.evaluation.report beside their data floors (images: FD,
 KID, precision/recall in classifier features; vectors: precision/recall, SWD, energy, MMD);
 NLL bounds in data units (diffusion: the VLB, or the ODE likelihood on an SDE, vectors only;
 VAE: -ELBO and -IWAE_k); training time from metrics.csv; parameter count; and for a VAE the
-aggregate-posterior diagnostic: KL(q(z) || p(z)), MMD(q, p) and samples decoded from each.
+aggregate-posterior diagnostic of docs/theory.md §27: KL(q(z) || p(z)), MMD(q, p) and samples
+decoded from each.
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ def _sections(summaries: list[RunSummary], n: int) -> list[tuple[str, list[str],
         out.append(
             (
                 "Aggregate posterior q(z) = (1/n) sum q(z|x_i) against the prior p(z) = N(0, I) "
-                "(seed 002: where they differ, prior samples decode poorly)",
+                "(docs/theory.md §27: where they differ, prior samples decode poorly)",
                 [
                     "run",
                     "latent dim",

@@ -1,4 +1,4 @@
-"""Seed 002's diagnostic for the VAE: does the aggregate posterior cover the prior?
+"""A diagnostic for the VAE: does the aggregate posterior cover the prior (docs/theory.md §27)?
 
 The aggregate posterior q(z) = (1/n) sum_i q(z | x_i) is what the decoder was trained on;
 sampling feeds it z ~ p(z) = N(0, I) instead. Where KL(q(z) || p(z)) is large, prior samples

@@ -1,4 +1,4 @@
-"""A tilted 2-D double well, p(x) ∝ exp(-U(x)), for target score matching (seed 001, task 3).
+"""A tilted 2-D double well, p(x) ∝ exp(-U(x)), for target score matching (De Bortoli et al. 2024).
 
 U(x) = a (x_1² − 1)² − b x_1 + x_2² / 2 with a = 4, b = 0.5: two modes near x_1 = ±1 behind a
 barrier of about a = 4 nats; the tilt makes the right mode about e^{2b} ≈ 2.7 times heavier.

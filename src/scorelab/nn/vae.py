@@ -1,4 +1,4 @@
-"""The VAE baseline's networks: a Gaussian encoder q(z|x) and a decoder p(x|z) (seed 002).
+"""The VAE baseline's networks: Gaussian encoder q(z|x), decoder p(x|z) (Kingma & Welling 2014).
 
 Networks only: the ELBO, the importance-weighted bound and the decoder likelihoods are in
 scorelab.objectives.vae. The decoder outputs the parameters its likelihood needs:

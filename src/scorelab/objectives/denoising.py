@@ -1,7 +1,8 @@
 """Denoising objectives of the discrete process: one loss, the parameterization is data.
 
 L_simple (Algorithm 1 of Ho et al. 2020): E_{t, x_0, eps} || eps - eps_theta(x_t, t) ||^2;
-the x_0 regression of seed 002: E || x_0 - D_theta(x_t, t) ||^2; likewise for v or the score.
+the x_0 regression (docs/theory.md §7): E || x_0 - D_theta(x_t, t) ||^2; likewise for v or the
+score.
 t is uniform on {1, ..., T}; x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.
 Returns one value per example, shape (B,): the mean squared error over the other dims.
 """

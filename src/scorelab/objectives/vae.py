@@ -1,4 +1,4 @@
-"""The VAE's bounds (seed 002; Kingma & Welling 2014; Burda et al. 2016), one value per example.
+"""The VAE's bounds (Kingma & Welling 2014; Burda et al. 2016), one value per example.
 
 ELBO(x) = E_q(z|x)[log p(x|z)] - beta KL(q(z|x) || N(0, I)), the KL in closed form for a
 diagonal Gaussian q and the expectation by the reparameterization z = mean + exp(log_var/2) e.

@@ -8,7 +8,7 @@ Posterior: q(x_s | x_t, x_0) = N(mu_tilde, beta_tilde I) for s < t (s = t - 1 by
               + sqrt(alpha_{t|s}) (1 - alpha_bar_s) / (1 - alpha_bar_t) x_t
               = (x_t - beta_{t|s} / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_{t|s})   (eps form)
   beta_tilde  = (1 - alpha_bar_s) / (1 - alpha_bar_t) beta_{t|s}.
-Taking s = t - 1 gives the formulas of the seeds; a general s is what respacing needs.
+Taking s = t - 1 gives the formulas of Ho et al. 2020; a general s is what respacing needs.
 Times are (B,) tensors in [0, T]; x has shape (B, *).
 
 The variational bound (Ho et al. 2020, eq. 5) is a sum of KLs between Gaussians, each in
@@ -180,7 +180,7 @@ def p_mean_variance(
 def score_step_coefficients(
     schedule: Schedule, t: Tensor, s: Tensor | None = None, variance: Variance = "beta_tilde"
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """A_t, B_t, C_t of x_s = A_t x_t + B_t grad log p_t(x_t) + sqrt(C_t) z (seed 001, task 1).
+    """A_t, B_t, C_t of x_s = A_t x_t + B_t grad log p_t(x_t) + sqrt(C_t) z (docs/theory.md §8).
 
     A_t = 1 / sqrt(alpha_t), B_t = beta_t / sqrt(alpha_t), C_t = the chosen variance.
     """

@@ -1,10 +1,10 @@
 """Exact conversions between what a network may predict at x_t = a x_0 + sigma eps.
 
 With a = sqrt(alpha_bar_t) and sigma = sqrt(1 - alpha_bar_t) (so a^2 + sigma^2 = 1):
-  x0    = (x_t - sigma eps) / a            (the denoiser D_t(x) = E[x_0 | x_t = x], seed 001)
+  x0    = (x_t - sigma eps) / a            (denoiser D_t(x) = E[x_0 | x_t = x]; docs/theory.md §6)
   eps   = (x_t - a x0) / sigma
   v     = a eps - sigma x0                 (Salimans & Ho 2022)
-  score = -eps / sigma                     (grad log p_t; seed 000)
+  score = -eps / sigma                     (grad log p_t; Tweedie, docs/theory.md §6)
 An SDE's x_t = alpha_t x_0 + sigma_t eps (processes/sde.py) is converted in its VP view
 x~ = c x_t, c = input_scale(t) = 1 / sqrt(alpha_t^2 + sigma_t^2); there a = sqrt(alpha_bar_eq),
 eps and x0 are unchanged and grad_x log p_t = c grad_x~ log p~_t = -eps / sigma_t.

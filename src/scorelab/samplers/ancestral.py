@@ -3,7 +3,8 @@
 x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t) + sigma_t z,
 sigma_t^2 = beta_t or beta_tilde_t, no noise on the last step. On a coarser grid t -> s every
 beta is recomputed for the actual pair: beta_{t|s} = 1 - alpha_bar_t / alpha_bar_s.
-The same step, seed 001 task 1: x_s = A_t x_t + B_t grad log p_t(x_t) + sqrt(C_t) z.
+The same step in score form (docs/theory.md §8):
+x_s = A_t x_t + B_t grad log p_t(x_t) + sqrt(C_t) z.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def sample_ddpm_score(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """The DDPM step as x_s = A_t x_t + B_t grad log p_t(x_t) + sqrt(C_t) z (seed 001, task 1)."""
+    """The DDPM step as x_s = A_t x_t + B_t grad log p_t(x_t) + sqrt(C_t) z (docs/theory.md §8)."""
     A, B, C = _step_coefficients(schedule, timesteps, variance, None)
     g = grid_coefficients(schedule, timesteps)
     for i in range(len(timesteps) - 1):

@@ -205,7 +205,9 @@ def _langevin(
     step_size: float | None,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """n steps x <- x + delta score + sqrt(2 delta) z at time t, score = -eps / sigma (seed 000).
+    """n steps x <- x + delta score + sqrt(2 delta) z at time t, score = -eps / sigma.
+
+    Unadjusted Langevin dynamics (Roberts & Tweedie 1996).
 
     delta is step_size, or set by a target signal-to-noise ratio r from batch-mean norms:
     delta = 2 (r ||z|| / ||score||)^2 (Song et al. 2021, Algorithms 4-5).
