@@ -422,8 +422,7 @@ def _add_train(sub) -> None:
 
 
 def _add_sample(sub) -> None:
-    from scorelab.processes import VARIANCES
-    from scorelab.samplers import SAMPLERS, SPACINGS
+    from scorelab.samplers import REGISTRY, SAMPLERS, SPACINGS
 
     p = sub.add_parser(
         "sample",
@@ -455,29 +454,22 @@ def _add_sample(sub) -> None:
         choices=list(SPACINGS),
         help="time grid (default: the sampler's own, see `scorelab samplers`)",
     )
-    p.add_argument(
-        "--variance",
-        default=None,
-        choices=[*VARIANCES, "analytic"],
-        help="ddpm, ddpm-score: reverse variance sigma_t^2 of Algorithm 2 (default: beta_tilde); "
-        "ddpm also takes analytic (Analytic-DPM, estimated from 2000 training examples)",
+    listed = "; ".join(
+        f"{name}: {', '.join(spec.cli_options)}"
+        for name, spec in REGISTRY.items()
+        if spec.cli_options
     )
     p.add_argument(
-        "--eta",
-        type=float,
-        default=None,
-        help="ddim: 0 deterministic ... 1 DDPM-like noise (default: 0)",
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a sampler option, repeatable, e.g. --sampler pc --opt snr=0.2 --opt "
+        "n_corrector=2 (`scorelab samplers` lists every sampler's options with their types, "
+        f"defaults and ranges). The options: {listed}",
     )
-    p.add_argument(
-        "--order",
-        type=int,
-        default=None,
-        choices=[1, 2, 3],
-        help="dpm-solver++: solver order (default: 2)",
-    )
-    p.add_argument(
-        "--churn", type=float, default=None, help="heun-edm: stochastic churn S_churn (default: 0)"
-    )
+    for key in ("variance", "eta", "order", "churn"):  # shortcuts of --opt KEY=VALUE
+        _add_option_flag(p, key)
     p.add_argument(
         "--weights",
         default="ema",
@@ -492,6 +484,40 @@ def _add_sample(sub) -> None:
         "of 2000 training examples (default: prior)",
     )
     _add_guidance_args(p)
+
+
+_OPTION_FLAG = "sampler_option_"  # the dest prefix of the shortcut flags of --opt
+
+
+def _add_option_flag(p: argparse.ArgumentParser, key: str) -> None:
+    """--KEY VALUE, the same as --opt KEY=VALUE; its type, choices and help from the registry."""
+    from scorelab.samplers import REGISTRY
+
+    takers = {n: s.options[key] for n, s in REGISTRY.items() if key in s.options}
+    takers = {n: o for n, o in takers.items() if o.cli}
+    if not takers:
+        return
+    first = next(iter(takers.values()))
+    choices = list(dict.fromkeys(c for o in takers.values() for c in o.choices or ()))
+    p.add_argument(
+        f"--{key}",
+        dest=_OPTION_FLAG + key,
+        metavar=None if first.choices else key.upper(),
+        type=first.type,
+        default=None,
+        choices=choices or None,
+        help=f"{', '.join(takers)}: {first.help} (default: {_show(first.default)}); "
+        f"the same as --opt {key}=VALUE",
+    )
+
+
+def _show(value: object) -> str:
+    """A default as the command line writes it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _float_list(text: str) -> list[float]:
@@ -775,7 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_compare(sub)
     _add_demo(sub)
-    sub.add_parser("samplers", help="list the samplers with their papers and NFE per step")
+    p = sub.add_parser(
+        "samplers", help="list the samplers with their papers, NFE per step and options"
+    )
+    p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     p = sub.add_parser("env", help="print versions and devices, for bug reports")
     p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     return parser
@@ -1050,21 +1079,24 @@ def _sample_sweep(args: argparse.Namespace, run) -> int:
 
 
 def _sampler_options(args: argparse.Namespace) -> dict:
-    """The sampler options given on the command line; each must be one the sampler takes."""
-    import inspect
+    """The sampler options of --opt KEY=VALUE and of the shortcut flags (--eta, ...), typed
+    and checked against the options the sampler registered (only those given: the rest keep
+    the sampler's defaults)."""
+    from scorelab.samplers import get_sampler, parse_options, validate_options
 
-    from scorelab.samplers import SAMPLERS
-
-    given = {
-        k: getattr(args, k)
-        for k in ("variance", "eta", "order", "churn")
-        if getattr(args, k) is not None
-    }
-    accepted = inspect.signature(SAMPLERS[args.sampler]).parameters
-    for key in given:
-        if key not in accepted:
+    spec = get_sampler(args.sampler)
+    options = parse_options(args.sampler, getattr(args, "opt", None) or [])
+    for dest, value in vars(args).items():
+        if not dest.startswith(_OPTION_FLAG) or value is None:
+            continue
+        key = dest[len(_OPTION_FLAG) :]
+        if key not in spec.options:
             raise ScorelabError(f"--{key} does not apply to sampler {args.sampler}")
-    return given
+        if key in options:
+            raise ScorelabError(f"give --{key} or --opt {key}=VALUE, not both")
+        options[key] = value
+    validate_options(args.sampler, options)
+    return options
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -1247,14 +1279,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_samplers(args: argparse.Namespace) -> int:
-    from scorelab.samplers import SAMPLER_INFO
+    """Every registered sampler: summary, NFE, grid, paper and its options (type, default)."""
+    from scorelab.samplers import REGISTRY
+    from scorelab.samplers.registry import describe
 
-    width = max(map(len, SAMPLER_INFO))
-    for name, info in SAMPLER_INFO.items():
+    if getattr(args, "format", "text") == "json":
+        print(json.dumps([describe(spec) for spec in REGISTRY.values()], indent=1))
+        return 0
+    width = max(map(len, REGISTRY))
+    for name, spec in REGISTRY.items():
         print(
-            f"{name:<{width}}  {info.summary}. NFE: {info.nfe}. Grid: {info.spacing}. "
-            f"[{info.paper}]"
+            f"{name:<{width}}  {spec.summary}. NFE: {spec.nfe}. Grid: {spec.spacing}. "
+            f"[{spec.paper}]"
         )
+        key_width = max(map(len, spec.options), default=0)
+        for key, opt in spec.options.items():
+            print(
+                f"{'':<{width}}    {key:<{key_width}}  {opt.describe()}, default "
+                f"{_show(opt.default)}: {opt.help}"
+            )
+    print("set an option with `scorelab sample RUN --sampler NAME --opt KEY=VALUE`")
     return 0
 
 

@@ -68,12 +68,17 @@ class ScoreConfig:
     probe: str = "rademacher"  # ssm: rademacher or gaussian
     variance_reduced: bool = True  # ssm: ½‖s‖² in place of ½(vᵀs)²
     target: str | None = None  # tsm: module:function giving grad log p_0
+    # tsm: how its target blends with dsm's by noise level (objectives/score_matching.py)
+    tsm_blend: str = "snr"
+    # tsm: the blend's data scale s in model units; None: sqrt(d / E|grad log p_0|^2) of the
+    # training data, estimated when the run starts and recorded here
+    tsm_scale: float | None = None
     langevin_steps: int = 2000  # tsm without data: Langevin steps on the target score
     langevin_step_size: float = 2e-3
 
     def validate(self) -> None:
         from scorelab.divergence import PROBES
-        from scorelab.objectives import WEIGHTINGS
+        from scorelab.objectives import TSM_BLENDS, WEIGHTINGS
 
         checks = [
             (
@@ -83,6 +88,14 @@ class ScoreConfig:
             (
                 self.weighting in WEIGHTINGS,
                 f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}",
+            ),
+            (
+                self.tsm_blend in TSM_BLENDS,
+                f"--tsm-blend must be one of {', '.join(TSM_BLENDS)}, got {self.tsm_blend!r}",
+            ),
+            (
+                self.tsm_scale is None or self.tsm_scale > 0,
+                f"--tsm-scale must be > 0, got {self.tsm_scale}",
             ),
             (self.probes >= 1, f"--probes must be >= 1, got {self.probes}"),
             (self.probe in PROBES, f"--probe must be one of {', '.join(PROBES)}"),
@@ -195,6 +208,9 @@ class RunConfig:
                 "sde": SDEConfig,
                 "score": ScoreConfig,
             }
+            if isinstance(d.get("score"), dict) and "tsm_blend" not in d["score"]:
+                # runs written before the blend existed trained plain tsm
+                d = {**d, "score": {**d["score"], "tsm_blend": "none"}}
             kwargs = {
                 k: nested[k](**v) if k in nested and v is not None else v for k, v in d.items()
             }
@@ -241,7 +257,7 @@ _SECTIONS = {
     "train": TrainConfig,
     "score": ScoreConfig,
 }
-_OPTIONAL = {"data": str, "labels": str, "image_size": int, "target": str}
+_OPTIONAL = {"data": str, "labels": str, "image_size": int, "target": str, "tsm_scale": float}
 
 
 def _is_a(v: Any, kind: type) -> bool:
@@ -253,6 +269,8 @@ def _checked(key: str, value: Any, default: Any) -> Any:
     """value if it has the type of the field's default (ints pass for floats, lists of ints
     for tuples, null for the optional keys); otherwise a ScorelabError naming the key."""
     want = _OPTIONAL.get(key.rsplit(".", 1)[-1])
+    if want is float and _is_a(value, int | float):
+        return float(value)
     if want is not None and (value is None or _is_a(value, want)):
         return value  # e.g. data: null, a tsm run trained on Langevin samples
     if isinstance(default, bool) and isinstance(value, bool):

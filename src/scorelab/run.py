@@ -45,6 +45,7 @@ from scorelab.objectives import (
     LossSecondMomentSampler,
     diffusion_loss,
     drop_labels,
+    fisher_scale,
     hybrid_loss,
     score_matching_loss,
 )
@@ -161,6 +162,11 @@ def train(
         if cfg.model.dim != data.shape[1]:
             cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=data.shape[1]))
     cfg = resolve_conditioning(cfg, labels)
+    if target is not None and cfg.score.tsm_scale is None:
+        clean = normalizer_of(cfg).encode_score(target)
+        scale = fisher_scale(clean, normalizer_of(cfg).encode(data[:4096]))
+        log(f"tsm: the blend's data scale sqrt(d / E|grad log p_0|^2) is {scale:.4g}")
+        cfg = cfg.replace(score=dataclasses.replace(cfg.score, tsm_scale=scale))
     process = build_process(cfg)
     torch.manual_seed(cfg.train.seed)  # the initial weights
     model = build_model_for(cfg, process)
@@ -297,14 +303,11 @@ def write_pictures(
 
 def _loss_fn(cfg: RunConfig, process, target) -> Callable[..., Tensor]:
     """loss_fn(net, x0, generator) -> (B,): diffusion_loss on a schedule, score matching on an
-    SDE. Data are normalized, x' = (x - shift) / scale, so the clean score there is
-    scale * grad log p_0(decode(x'))."""
+    SDE. Data are normalized, x' = (x - shift) / scale, so tsm's clean score is taken in those
+    units (Normalizer.encode_score)."""
     if cfg.sde is None:
         return make_loss_fn(cfg, process)
-    clean = None
-    if target is not None:
-        norm = normalizer_of(cfg)
-        clean = lambda x0: norm.scale * target(norm.decode(x0))  # noqa: E731
+    clean = None if target is None else normalizer_of(cfg).encode_score(target)
     opts = cfg.score
 
     def score_loss(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
@@ -315,6 +318,8 @@ def _loss_fn(cfg: RunConfig, process, target) -> Callable[..., Tensor]:
             sde=process,
             weighting=opts.weighting,
             clean_score=clean,
+            tsm_blend=opts.tsm_blend,
+            data_std=opts.tsm_scale or 1.0,
             probes=opts.probes,
             distribution=opts.probe,
             variance_reduced=opts.variance_reduced,

@@ -7,6 +7,7 @@ affine change of units: log-densities shift by -d log(scale).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,15 @@ class Normalizer:
 
     def decode(self, x: Tensor) -> Tensor:
         return x * self.scale + torch.tensor(self.shift, dtype=x.dtype, device=x.device)
+
+    def encode_score(self, score: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        """A data-unit score grad log p(x) as the score in model units: x' = (x - shift) / scale
+        has grad_x' log p'(x') = scale * grad_x log p(decode(x')) (docs/theory.md §22)."""
+
+        def model_score(x_model: Tensor) -> Tensor:
+            return self.scale * score(self.decode(x_model))
+
+        return model_score
 
     def to_dict(self) -> dict:
         return {"shift": list(self.shift), "scale": self.scale}

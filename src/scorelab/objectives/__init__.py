@@ -5,11 +5,15 @@ from scorelab.objectives.denoising import diffusion_loss, sample_timesteps
 from scorelab.objectives.hybrid import LossSecondMomentSampler, hybrid_loss
 from scorelab.objectives.score_matching import (
     SCORE_OBJECTIVES,
+    TSM_BLENDS,
     WEIGHTINGS,
     esm_loss,
+    fisher_scale,
     ism_loss,
     score_matching_loss,
     ssm_loss,
+    tsm_target,
+    tsm_weight,
 )
 
 # eps, x0, v: the discrete schedule's denoising loss (diffusion_loss), named by what the
@@ -23,14 +27,18 @@ __all__ = [
     "OBJECTIVES",
     "LossSecondMomentSampler",
     "SCORE_OBJECTIVES",
+    "TSM_BLENDS",
     "WEIGHTINGS",
     "classifier_loss",
     "diffusion_loss",
     "drop_labels",
     "esm_loss",
+    "fisher_scale",
     "hybrid_loss",
     "ism_loss",
     "sample_timesteps",
     "score_matching_loss",
     "ssm_loss",
+    "tsm_target",
+    "tsm_weight",
 ]

@@ -1,14 +1,21 @@
-"""Score matching: learn s(x) = grad log p(x) without knowing it (seeds 000-002).
+"""Score matching: learn s(x) = grad log p(x) without knowing it (docs/theory.md §§21-22).
 
 Each loss is per example, shape (B,), a half squared norm summed over dimensions:
   esm  ½‖s(x) − ∇log p(x)‖²                       (explicit: needs the true score; tests only)
-  ism  ½‖s(x)‖² + div s(x)                         (Hyvärinen 2005; = esm − ½E‖∇log p‖², seed 001)
+  ism  ½‖s(x)‖² + div s(x)                         (Hyvärinen 2005; = esm − ½E‖∇log p‖²)
   ssm  ½‖s(x)‖² + vᵀ(∂s/∂x)v, E[vvᵀ] = I           (Song et al. 2019, variance-reduced form;
        the plain form has ½(vᵀs)² in place of ½‖s‖²)
 On an SDE (processes/sde.py), with x_t = alpha_t x_0 + sigma_t eps and t ~ U[t_min, T]:
   dsm  λ(t) ½‖s(x_t, t) + eps / sigma_t‖²          (Vincent 2011: the target is ∇log q(x_t | x_0))
-  tsm  λ(t) ½‖s(x_t, t) − ∇log p_0(x_0) / alpha_t‖²  (target score matching, seed 001 task 3:
-       ∇log p_t(y) = E[∇log p_0(X_0) | X_t = y] / alpha_t for X_t = alpha_t X_0 + noise)
+  tsm  λ(t) ½‖s(x_t, t) − target‖², target = w_t ∇log p_0(x_0) / alpha_t − (1 − w_t) eps / sigma_t
+       (target score matching, De Bortoli et al. 2024: ∇log p_t(y) = E[∇log p_0(X_0) | X_t = y]
+       / alpha_t for X_t = alpha_t X_0 + noise, and = E[−eps / sigma_t | X_t = y] (dsm), so
+       every blend w_t has the noisy score as its conditional mean). w_t = 1 is plain tsm,
+       whose target's variance grows like sigma_t² at high noise; the default "snr" blend
+       w_t = alpha_t² s² / (alpha_t² s² + sigma_t²) makes the target exact, of zero variance, for
+       Gaussian data N(m, s² I): tsm at low noise, dsm at high noise (docs/theory.md §22). For
+       other data s is the local scale sqrt(d / E‖∇log p_0‖²) (fisher_scale; s for a Gaussian,
+       about the modes' width for a mixture of narrow modes).
   ism, ssm on x_t at each t: noise-conditional, every level its own term (NCSN).
 λ(t) is sigma_t² ("sigma2", Song & Ermon 2019), g(t)² ("likelihood", Song et al. 2021b) or 1.
 All four have the same minimiser, the score of p_t; they differ by θ-independent constants.
@@ -27,6 +34,9 @@ from scorelab.errors import ScorelabError
 
 SCORE_OBJECTIVES: tuple[str, ...] = ("dsm", "ism", "ssm", "tsm")
 WEIGHTINGS: tuple[str, ...] = ("sigma2", "likelihood", "none")
+# w_t of the tsm target: snr (variance-optimal for Gaussian data), switch (tsm where
+# alpha_t s > sigma_t, dsm elsewhere), none (plain tsm at every t)
+TSM_BLENDS: tuple[str, ...] = ("snr", "switch", "none")
 Score = Callable[[Tensor], Tensor]
 
 
@@ -89,6 +99,50 @@ def weight(sde, t: Tensor, weighting: str) -> Tensor:
     raise ScorelabError(f"unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
 
 
+def tsm_weight(sde, t: Tensor, blend: str = "snr", data_std: float = 1.0) -> Tensor:
+    """w_t, the share of the clean-score target in the tsm blend, shape (B,), float64."""
+    alpha_s2 = (sde.mean_coeff(t).to(torch.float64) * data_std) ** 2
+    sigma2 = sde.std(t).to(torch.float64) ** 2
+    if blend == "snr":
+        return alpha_s2 / (alpha_s2 + sigma2)
+    if blend == "switch":
+        return (alpha_s2 > sigma2).to(torch.float64)
+    if blend == "none":
+        return torch.ones_like(alpha_s2)
+    raise ScorelabError(f"unknown tsm blend {blend!r}; choose one of: {', '.join(TSM_BLENDS)}")
+
+
+def fisher_scale(clean_score: Callable[[Tensor], Tensor], x0: Tensor) -> float:
+    """sqrt(d / E‖∇log p_0(x_0)‖²), the data's local length scale: s for N(m, s² I), about the
+    components' scale for a mixture of narrow modes; the tsm blend's data_std."""
+    fisher = float(flat_sum(clean_score(x0).double() ** 2).mean())
+    d = x0[0].numel()
+    if not fisher > 0 or not torch.isfinite(torch.tensor(fisher)):
+        raise ScorelabError(f"the clean score's mean squared norm is {fisher:g}; need a finite > 0")
+    return (d / fisher) ** 0.5
+
+
+def tsm_target(
+    clean_score: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    eps: Tensor,
+    t: Tensor,
+    *,
+    sde,
+    blend: str = "snr",
+    data_std: float = 1.0,
+) -> Tensor:
+    """The tsm regression target w_t ∇log p_0(x_0) / alpha_t − (1 − w_t) eps / sigma_t for
+    x_t = alpha_t x_0 + sigma_t eps, shape of x0; its mean given x_t is ∇log p_t(x_t)."""
+    w = tsm_weight(sde, t, blend, data_std)
+    alpha = sde.mean_coeff(t).to(torch.float64)
+    sigma = sde.std(t).to(torch.float64)
+    a = append_dims((w / alpha).to(x0.dtype), x0.ndim)
+    # (1 - w) / sigma = sigma / (alpha² s² + sigma²) for "snr": bounded as sigma -> 0
+    b = append_dims(((1 - w) / sigma).to(x0.dtype), x0.ndim)
+    return a * clean_score(x0).to(x0.dtype) - b * eps
+
+
 def score_matching_loss(
     objective: str,
     score_fn: Callable[[Tensor, Tensor], Tensor],
@@ -97,6 +151,8 @@ def score_matching_loss(
     sde,
     weighting: str = "sigma2",
     clean_score: Callable[[Tensor], Tensor] | None = None,
+    tsm_blend: str = "snr",
+    data_std: float = 1.0,
     probes: int = 1,
     distribution: str = "rademacher",
     variance_reduced: bool = True,
@@ -106,7 +162,7 @@ def score_matching_loss(
     """λ(t) × the named objective at x_t ~ q(x_t | x_0), t ~ U[t_min, T] unless given, (B,).
 
     score_fn(x, t) is the model's score in the SDE's own coordinates; clean_score(x0) is
-    ∇log p_0 (tsm only).
+    ∇log p_0 (tsm only; tsm_blend and data_std set its blend with dsm, see tsm_target).
     """
     if objective not in SCORE_OBJECTIVES:
         raise ScorelabError(
@@ -124,8 +180,7 @@ def score_matching_loss(
     if objective == "tsm":
         if clean_score is None:
             raise ScorelabError("tsm needs the clean score grad log p_0 (clean_score=)")
-        alpha = append_dims(sde.mean_coeff(t).to(x0.dtype), x0.ndim)
-        target = clean_score(x0).to(x0.dtype) / alpha
+        target = tsm_target(clean_score, x0, eps, t, sde=sde, blend=tsm_blend, data_std=data_std)
         return lam * 0.5 * flat_sum((score_fn(x_t, t) - target) ** 2)
     fn = lambda x: score_fn(x, t)  # noqa: E731
     if objective == "ism":
@@ -142,11 +197,15 @@ def score_matching_loss(
 
 __all__ = [
     "SCORE_OBJECTIVES",
+    "TSM_BLENDS",
     "WEIGHTINGS",
     "esm_loss",
+    "fisher_scale",
     "ism_loss",
     "sample_times",
     "score_matching_loss",
     "ssm_loss",
+    "tsm_target",
+    "tsm_weight",
     "weight",
 ]

@@ -10,6 +10,7 @@ x_s = A_t x_t + B_t grad log p_t(x_t) + sqrt(C_t) z.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -26,6 +27,7 @@ from scorelab.processes.ddpm import (
     score_step_coefficients,
 )
 from scorelab.processes.parameterization import convert, from_eps
+from scorelab.samplers.registry import Option, register_sampler
 from scorelab.samplers.timesteps import grid_coefficients
 from scorelab.typing import Callback, EpsFn, Schedule
 
@@ -78,6 +80,33 @@ def analytic_gamma(
     return torch.tensor(out, dtype=torch.float64)
 
 
+@register_sampler(
+    "ddpm",
+    summary="ancestral sampling, sigma^2 = beta, beta_tilde or analytic (variance=); "
+    "respacing recomputes beta",
+    paper="Ho et al. 2020, Algorithm 2; Bao et al. 2022 (variance=analytic)",
+    nfe="1 per step",
+    options={
+        "variance": Option(
+            str,
+            "beta_tilde",
+            "reverse variance sigma_t^2 of Algorithm 2: beta, beta_tilde, or analytic "
+            "(Analytic-DPM: Gamma_t from gamma= or data=; the CLI estimates it from 2000 "
+            "training examples); from Python also a learned variance function",
+            choices=(*VARIANCES, "analytic"),
+            python_types=(Callable,),
+        ),
+        "gamma": Option(
+            Tensor,
+            None,
+            "analytic: Gamma_t at each positive grid time (analytic_gamma)",
+            nullable=True,
+        ),
+        "data": Option(
+            Tensor, None, "analytic: x_0 samples to estimate Gamma_t from", nullable=True
+        ),
+    },
+)
 @torch.no_grad()
 def sample_ddpm(
     eps_fn: EpsFn,
@@ -130,6 +159,18 @@ def _sample_ddpm_learned(eps_fn, x, schedule, timesteps, variance_fn, generator,
     return x
 
 
+@register_sampler(
+    "ddpm-score",
+    summary="the DDPM step as A_t x + B_t score + sqrt(C_t) z",
+    paper="Ho et al. 2020, Algorithm 2, written as A_t x + B_t score + sqrt(C_t) z "
+    "(docs/theory.md §8)",
+    nfe="1 per step",
+    options={
+        "variance": Option(
+            str, "beta_tilde", "reverse variance sigma_t^2: beta or beta_tilde", choices=VARIANCES
+        ),
+    },
+)
 @torch.no_grad()
 def sample_ddpm_score(
     eps_fn: EpsFn,

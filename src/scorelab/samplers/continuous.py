@@ -22,6 +22,13 @@ from scorelab.errors import ScorelabError
 from scorelab.odeint import odeint_rk45
 from scorelab.processes.ddpm import signal_noise
 from scorelab.processes.parameterization import from_eps
+from scorelab.samplers.registry import (
+    Option,
+    at_least,
+    nonnegative,
+    positive,
+    register_sampler,
+)
 from scorelab.samplers.timesteps import grid_coefficients
 from scorelab.typing import Callback, EpsFn, Schedule
 
@@ -38,6 +45,12 @@ def _x0(schedule: Schedule, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
     return from_eps(eps, "x0", x, schedule.alpha_bar(t))
 
 
+@register_sampler(
+    "ode-euler",
+    summary="Euler on the probability-flow ODE in t",
+    paper="Song et al. 2021",
+    nfe="1 per step",
+)
 @torch.no_grad()
 def sample_ode_euler(
     eps_fn: EpsFn,
@@ -52,6 +65,12 @@ def sample_ode_euler(
     return _ode_fixed(eps_fn, x, schedule, timesteps, heun=False, callback=callback)
 
 
+@register_sampler(
+    "ode-heun",
+    summary="Heun on the probability-flow ODE in t",
+    paper="Song et al. 2021",
+    nfe="2 per step, 1 on the last",
+)
 @torch.no_grad()
 def sample_ode_heun(
     eps_fn: EpsFn,
@@ -91,6 +110,22 @@ def _ode_fixed(eps_fn, x, schedule, timesteps, *, heun, callback):
     return x
 
 
+@register_sampler(
+    "ode-rk45",
+    summary="adaptive Dormand-Prince 5(4) on the PF-ODE (rtol, atol); grid gives only the ends",
+    paper="Song et al. 2021; Dormand & Prince 1980",
+    nfe="adaptive (reported)",
+    options={
+        "rtol": Option(float, 1e-4, "relative tolerance of each step", check=positive),
+        "atol": Option(float, 1e-4, "absolute tolerance of each step", check=positive),
+        "t_end": Option(
+            float,
+            1.0,
+            "the time where the ODE stops and the x0 prediction is taken, below the grid's top",
+            check=positive,
+        ),
+    },
+)
 @torch.no_grad()
 def sample_ode_rk45(
     eps_fn: EpsFn,
@@ -117,6 +152,23 @@ def sample_ode_rk45(
     return x0
 
 
+@register_sampler(
+    "heun-edm",
+    summary="Heun on the sigma-hat ODE, Karras grid (rho=7), optional churn",
+    paper="Karras et al. 2022, Algorithm 2",
+    nfe="2 per step, 1 on the last",
+    spacing="karras",
+    options={
+        "churn": Option(
+            float, 0.0, "stochastic churn S_churn (0: deterministic)", check=nonnegative
+        ),
+        "s_tmin": Option(float, 0.0, "churn only where sigma-hat >= s_tmin", check=nonnegative),
+        "s_tmax": Option(
+            float, float("inf"), "churn only where sigma-hat <= s_tmax", check=nonnegative
+        ),
+        "s_noise": Option(float, 1.0, "scale S_noise of the churn noise", check=nonnegative),
+    },
+)
 @torch.no_grad()
 def sample_heun_edm(
     eps_fn: EpsFn,
@@ -162,6 +214,12 @@ def _eps_hat(eps_fn: EpsFn, xh: Tensor, t: float, sigma_hat: float) -> Tensor:
     return eps_fn(xh / math.sqrt(1 + sigma_hat**2), batch_times(t, xh))
 
 
+@register_sampler(
+    "euler-maruyama",
+    summary="Euler-Maruyama on the reverse VP-SDE",
+    paper="Song et al. 2021, eq. 6",
+    nfe="1 per step",
+)
 @torch.no_grad()
 def sample_euler_maruyama(
     eps_fn: EpsFn,
@@ -232,6 +290,35 @@ def _check_langevin(snr, step_size):
         raise ScorelabError("snr and step_size must be > 0")
 
 
+@register_sampler(
+    "langevin",
+    summary="unadjusted Langevin dynamics on p_t at one small t, step_size or snr",
+    paper="Roberts & Tweedie 1996; Song & Ermon 2019",
+    nfe="1 per step",
+    options={
+        "t": Option(
+            float,
+            None,
+            "the time whose p_t is sampled (none: the grid's last positive time)",
+            check=positive,
+            nullable=True,
+        ),
+        "step_size": Option(
+            float,
+            1e-3,
+            "Langevin step delta (unused when snr is set)",
+            check=positive,
+            nullable=True,
+        ),
+        "snr": Option(
+            float,
+            None,
+            "set delta by a target signal-to-noise ratio instead of step_size",
+            check=positive,
+            nullable=True,
+        ),
+    },
+)
 @torch.no_grad()
 def sample_langevin(
     eps_fn: EpsFn,
@@ -258,6 +345,30 @@ def sample_langevin(
     return x
 
 
+@register_sampler(
+    "annealed-langevin",
+    summary="annealed Langevin over the grid's noise levels, n_inner steps each, then denoise",
+    paper="Song & Ermon 2019",
+    nfe="n_inner per level + 1",
+    options={
+        "n_inner": Option(int, 5, "Langevin steps at each noise level", check=at_least(1)),
+        "snr": Option(
+            float,
+            0.16,
+            "set each step by a target signal-to-noise ratio (none to use step_size)",
+            check=positive,
+            nullable=True,
+        ),
+        "step_size": Option(
+            float,
+            None,
+            "a fixed Langevin step delta (needs snr=none)",
+            check=positive,
+            nullable=True,
+        ),
+        "denoise": Option(bool, True, "end with the x0 prediction at the last level"),
+    },
+)
 @torch.no_grad()
 def sample_annealed_langevin(
     eps_fn: EpsFn,
@@ -290,6 +401,18 @@ def sample_annealed_langevin(
     return x
 
 
+@register_sampler(
+    "pc",
+    summary="predictor-corrector: reverse-SDE predictor + Langevin corrector at a target snr",
+    paper="Song et al. 2021, Algorithm 1",
+    nfe="1 + n_corrector per step",
+    options={
+        "n_corrector": Option(
+            int, 1, "Langevin corrector steps after each predictor step", check=nonnegative
+        ),
+        "snr": Option(float, 0.16, "target signal-to-noise ratio of the corrector", check=positive),
+    },
+)
 @torch.no_grad()
 def sample_pc(
     eps_fn: EpsFn,

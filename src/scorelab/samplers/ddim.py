@@ -18,10 +18,25 @@ from torch import Tensor
 from scorelab._tensor import batch_times, randn_like
 from scorelab.errors import ScorelabError
 from scorelab.processes.parameterization import from_eps
+from scorelab.samplers.registry import Option, between, register_sampler
 from scorelab.samplers.timesteps import grid_coefficients
 from scorelab.typing import Callback, EpsFn, Schedule
 
 
+@register_sampler(
+    "ddim",
+    summary="DDIM; eta=0 deterministic (PF-ODE), eta=1 equals respaced DDPM",
+    paper="Song, Meng & Ermon 2021",
+    nfe="1 per step",
+    options={
+        "eta": Option(
+            float,
+            0.0,
+            "0 deterministic (the PF-ODE map) ... 1 DDPM-like noise",
+            check=between(0, 1),
+        ),
+    },
+)
 @torch.no_grad()
 def sample_ddim(
     eps_fn: EpsFn,
@@ -56,6 +71,14 @@ def sample_ddim(
     return x
 
 
+@register_sampler(
+    "dpm-solver++",
+    summary="multistep DPM-Solver++ in log-SNR, data prediction, order=1|2|3",
+    paper="Lu et al. 2022",
+    nfe="1 per step",
+    spacing="logsnr",
+    options={"order": Option(int, 2, "solver order (1 is DDIM)", choices=(1, 2, 3))},
+)
 @torch.no_grad()
 def sample_dpm_solver_pp(
     eps_fn: EpsFn,
@@ -117,4 +140,3 @@ def _dpm_weights(k: int, lam: list[float], i: int, h: float, phi: float, a_s: fl
     e0 = B * (1 + q) - C / (r0 + r1)  # weight of d0
     e1 = -B * q + C / (r0 + r1)  # weight of d1
     return [-A + e0 / r0, -e0 / r0 + e1 / r1, -e1 / r1]
-
