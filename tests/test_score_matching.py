@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import Tensor
 
+from scorelab.data.normalize import Normalizer
 from scorelab.errors import ScorelabError
 from scorelab.nn import MLP
-from scorelab.data.normalize import Normalizer
 from scorelab.objectives import (
     TSM_BLENDS,
     esm_loss,
