@@ -120,6 +120,24 @@ def _train_flags() -> list[tuple[str, str, object, str]]:
             "motivation of annealed Langevin)",
         ),
         (
+            "--tsm-blend",
+            "score.tsm_blend",
+            str,
+            "tsm: its target's blend with dsm's by noise level: snr (w_t = alpha_t^2 s^2 / "
+            "(alpha_t^2 s^2 + sigma_t^2): the clean score at low noise, dsm at high noise; "
+            "exact for Gaussian data), switch (the clean score where alpha_t s > sigma_t, "
+            "dsm elsewhere) or none (the clean score at every noise level) "
+            f"(default: {sc.tsm_blend})",
+        ),
+        (
+            "--tsm-scale",
+            "score.tsm_scale",
+            _positive_float,
+            "tsm: the blend's data scale s in normalized units (default: estimated from the "
+            "data as sqrt(d / E|grad log p_0|^2), about the modes' width, and recorded in "
+            "config.json)",
+        ),
+        (
             "--langevin-steps",
             "score.langevin_steps",
             _positive_int,
