@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from scorelab.errors import ScorelabError
+from scorelab.presets import config_file_overrides, image_defaults, preset_names
 
 
 class _Parser(argparse.ArgumentParser):
@@ -416,11 +417,13 @@ def _add_train(sub) -> None:
     )
     p.add_argument(
         "--config",
-        type=Path,
         default=None,
+        metavar="FILE|PRESET",
         help="a JSON file shaped like a run's config.json, whole or in part (e.g. "
-        '{"train": {"lr": 0.003}, "data": "moons"}); flags given here override it. Its '
-        "'normalizer' is ignored: a new run fits its data's normalization",
+        '{"train": {"lr": 0.003}, "data": "moons"}), or the name of a preset shipped with '
+        f"scorelab ({', '.join(preset_names())}; the files are in the repository's configs/); "
+        "flags given here override it. Its 'normalizer' is ignored: a new run fits its data's "
+        "normalization. Image runs start from the 'images' preset's settings",
     )
     p.add_argument(
         "--ssm-plain",
@@ -843,15 +846,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config is not None:  # the file first, the flags over it
         if args.resume:
             raise ScorelabError("--config starts a new run; --resume reads the run's own config")
-        overrides = {**_config_file(args.config), **overrides}
+        overrides = {**config_file_overrides(args.config), **overrides}
     vae_flags = flag_keys & {"model.latent_dim", "model.decoder", "model.beta"}
     if vae_flags and not args.resume and overrides.get("model.name") != "vae":
         raise ScorelabError("--latent-dim, --decoder and --beta apply to --model vae only")
-    if overrides.get("data") and "model.name" not in overrides and not args.resume:
+    if overrides.get("data") and not args.resume:
         from scorelab.data import is_image_source
 
-        if is_image_source(overrides["data"]):
-            overrides["model.name"] = "unet"
+        if is_image_source(overrides["data"]) and overrides.get("model.name") != "vae":
+            # an image run: the measured image defaults (presets/images.json), then the
+            # config file, then the flags
+            overrides = {**image_defaults(), **overrides}
     from scorelab.training.distributed import init_from_env, shutdown
 
     rank, _ = init_from_env(str(overrides.get("train.device", "cpu")))
@@ -891,19 +896,6 @@ def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> i
         f"{result.checkpoint}"
     )
     return 0
-
-
-def _config_file(path: Path) -> dict:
-    """The dotted-key overrides of a JSON config file, or a one-line error."""
-    from scorelab.config import overrides_from_dict
-
-    try:
-        d = json.loads(path.read_text())
-    except OSError as e:
-        raise ScorelabError(f"--config {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ScorelabError(f"--config {path} is not valid JSON: {e}") from None
-    return overrides_from_dict(d, source=f"--config {path}")
 
 
 def _sde_overrides(args: argparse.Namespace, overrides: dict) -> None:
