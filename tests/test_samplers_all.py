@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scorelab import make_schedule, sample
-from scorelab.odeint import odeint_rk45
+from scorelab.numerics.odeint import odeint_rk45
 from scorelab.oracle import GaussianMixture
 from scorelab.samplers import SAMPLERS, SPACINGS, make_timesteps
 from scorelab.samplers.continuous import pf_ode_drift

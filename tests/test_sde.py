@@ -205,3 +205,41 @@ def test_parameterization_round_trips_on_every_sde(sde, prediction, mixture_2d):
     if prediction == "x0":  # x0 = (x_t - sigma_t eps) / alpha_t in the SDE's own coordinates
         a, s = append_dims(sde.mean_coeff(t), 2), append_dims(sde.std(t), 2)
         assert torch.allclose(model(x, t), (x - s * eps_fn(x, t)) / a, rtol=1e-9)
+
+
+def test_sde_is_an_abstract_base_whose_five_closed_forms_give_the_rest():
+    """SDE needs log alpha_t, sigma_t², f, g² and d sigma²/dt; a subclass that gives only those
+    (here VP with a constant beta = 2, written out by hand) gets the marginals, the VP view and
+    time_at_log_snr (by bisection), equal to VPSDE(2, 2)'s closed forms."""
+    import dataclasses
+
+    from scorelab.processes.sde import SDE
+
+    with pytest.raises(TypeError, match="abstract"):
+        SDE()
+
+    @dataclasses.dataclass(frozen=True)
+    class ConstantVP(SDE):
+        name = "constant-vp"
+
+        def _log_mean(self, t):
+            return -t
+
+        def _var(self, t):
+            return -torch.expm1(-2 * t)
+
+        def _f(self, t):
+            return -torch.ones_like(t)
+
+        def _g2(self, t):
+            return 2 * torch.ones_like(t)
+
+        def _dvar(self, t):
+            return 2 * torch.exp(-2 * t)
+
+    mine, ref = ConstantVP(), VPSDE(beta_min=2.0, beta_max=2.0)
+    t = torch.linspace(0.01, 1.0, 50, dtype=torch.float64)
+    for name in ("alpha_bar", "log_snr", "std", "mean_coeff", "beta_rate"):
+        torch.testing.assert_close(getattr(mine, name)(t), getattr(ref, name)(t))
+    lam = ref.log_snr(t)
+    torch.testing.assert_close(mine.time_at_log_snr(lam), t, rtol=0, atol=1e-9)

@@ -77,7 +77,7 @@ class ScoreConfig:
     langevin_step_size: float = 2e-3
 
     def validate(self) -> None:
-        from scorelab.divergence import PROBES
+        from scorelab.numerics.divergence import PROBES
         from scorelab.objectives import TSM_BLENDS, WEIGHTINGS
 
         checks = [

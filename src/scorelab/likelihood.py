@@ -9,10 +9,10 @@ Two standard answers, both in nats per example (bits per dimension = nats / (d l
 * ``ode_log_likelihood``: log p_{t0}(x) through the probability-flow ODE and the instantaneous
   change of variables (Chen et al. 2018; Song et al. 2021, appendix D.2):
       log p_{t0}(x(t0)) = log p_T(x(T)) + int_{t0}^{T} div f(x(t), t) dt,
-  integrated with Dormand-Prince (scorelab.odeint) on the augmented state (x, int div f),
+  integrated with Dormand-Prince (scorelab.numerics.odeint) on the augmented state (x, int div f),
   in the variable rho = -log alpha_bar(t) where the schedule can invert its log-SNR,
   the divergence exact (autograd) or Hutchinson's estimate with probes held fixed along the
-  trajectory (scorelab.divergence).
+  trajectory (scorelab.numerics.divergence).
 
 For discrete data (8-bit images in [-1, 1]) ``dequantize`` adds uniform noise inside each
 bin and returns the log-volume of the bin, so that -log P(x) <= -log p(y) - log_volume.
@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 
 from scorelab._tensor import append_dims, batch_times, flat_sum, randn_like
-from scorelab.divergence import divergence_exact, divergence_hutchinson, sample_probes
+from scorelab.numerics.divergence import divergence_exact, divergence_hutchinson, sample_probes
 from scorelab.errors import ScorelabError
-from scorelab.odeint import odeint_rk45
+from scorelab.numerics.odeint import odeint_rk45
 from scorelab.processes.ddpm import (
     Variance,
     VarianceFn,

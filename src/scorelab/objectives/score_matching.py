@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from scorelab._tensor import append_dims, flat_sum, randn_like
-from scorelab.divergence import divergence_exact, divergence_hutchinson, sample_probes
+from scorelab.numerics.divergence import divergence_exact, divergence_hutchinson, sample_probes
 from scorelab.errors import ScorelabError
 
 SCORE_OBJECTIVES: tuple[str, ...] = ("dsm", "ism", "ssm", "tsm")

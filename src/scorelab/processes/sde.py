@@ -22,6 +22,7 @@ alpha^2 + sigma^2 = 1 and nothing changes. Float64 inside, cast to t's dtype at 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -39,33 +40,35 @@ def _t64(t: Tensor | float) -> tuple[Tensor, torch.dtype]:
     return t.to(torch.float64), dtype
 
 
-class _LinearSDE:
-    """Everything that follows from log alpha_t, sigma_t^2, f(t), g(t)^2 and d sigma^2/dt."""
+class SDE(ABC):
+    """A linear SDE dx = f(t) x dt + g(t) dW on [0, T]. A subclass gives the five closed forms
+    below (float64 tensors in, float64 out) and, if it has one, _time_at_log_snr; everything
+    else (marginals, prior, reverse drift, the VP view and the schedule interface) follows."""
 
     T: float = 1.0
     t_min: float = 1e-3
     name: str = ""
 
-    # -- per-SDE closed forms, float64 tensors in, float64 out ---------------------------------
+    # -- per-SDE closed forms ------------------------------------------------------------------
+    @abstractmethod
     def _log_mean(self, t: Tensor) -> Tensor:
-        raise NotImplementedError
+        """log alpha_t."""
 
+    @abstractmethod
     def _var(self, t: Tensor) -> Tensor:
-        raise NotImplementedError
+        """sigma_t^2."""
 
+    @abstractmethod
     def _f(self, t: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The drift coefficient f(t) = d log alpha_t / dt."""
 
+    @abstractmethod
     def _g2(self, t: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The squared diffusion g(t)^2."""
 
+    @abstractmethod
     def _dvar(self, t: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
-        # lambda = -log sigma_t^2 = -log(sigma_min^2 (e^{2 t L} - 1)), L = log(sigma_max/sigma_min)
-        shifted = -lam - 2 * math.log(self.sigma_min)
-        return torch.nn.functional.softplus(shifted) / (2 * self._log_ratio)
+        """d sigma_t^2 / dt."""
 
     def noise_label_range(self) -> tuple[float, float]:
         """The range of noise_label over [t_min, T], for the network's time embedding."""
@@ -198,7 +201,8 @@ class _LinearSDE:
         return (lo + hi) / 2
 
     def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
-        return None  # no closed form: time_at_log_snr bisects
+        """t(lambda) in closed form, or None: time_at_log_snr then bisects."""
+        return None
 
     def timesteps(self, steps: int | None = None) -> Tensor:
         """T = t_0 > ... > t_{K-1} = t_min, then t_K = 0 where samplers return x_0 (float64)."""
@@ -231,7 +235,7 @@ def _check_positive(**values: float) -> None:
 
 
 @dataclass(frozen=True)
-class VPSDE(_LinearSDE):
+class VPSDE(SDE):
     """Variance preserving: the continuous limit of DDPM with beta_i = beta(t_i) / N."""
 
     beta_min: float = 0.1
@@ -303,7 +307,7 @@ class SubVPSDE(VPSDE):
 
 
 @dataclass(frozen=True)
-class VESDE(_LinearSDE):
+class VESDE(SDE):
     """Variance exploding (NCSN's continuous limit): x_t = x_0 + sigma_t eps."""
 
     sigma_min: float = 0.01
@@ -352,11 +356,10 @@ class VESDE(_LinearSDE):
         return (0.5 * torch.log(self._var(t))).to(dtype)
 
 
-SDES: dict[str, Callable[..., _LinearSDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
-SDE = _LinearSDE
+SDES: dict[str, Callable[..., SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 
 
-def make_sde(name: str = "vp", **params: float) -> _LinearSDE:
+def make_sde(name: str = "vp", **params: float) -> SDE:
     """Build a named SDE: make_sde('ve', sigma_max=50.0)."""
     if name not in SDES:
         raise ScorelabError(f"unknown sde {name!r}; choose one of: {', '.join(SDES)}")

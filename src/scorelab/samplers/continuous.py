@@ -19,7 +19,7 @@ from torch import Tensor
 
 from scorelab._tensor import append_dims, batch_times, randn_like
 from scorelab.errors import ScorelabError
-from scorelab.odeint import odeint_rk45
+from scorelab.numerics.odeint import odeint_rk45
 from scorelab.processes.ddpm import signal_noise
 from scorelab.processes.parameterization import from_eps
 from scorelab.samplers.registry import (
