@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from scorelab.numerics.divergence import divergence, divergence_exact, divergence_hutchinson, sample_probes
+from scorelab.numerics.divergence import (
+    divergence,
+    divergence_exact,
+    divergence_hutchinson,
+    sample_probes,
+)
 
 
 def _linear(A: torch.Tensor):

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from scorelab._tensor import append_dims, batch_times, flat_sum, randn_like
-from scorelab.numerics.divergence import divergence_exact, divergence_hutchinson, sample_probes
 from scorelab.errors import ScorelabError
+from scorelab.numerics.divergence import divergence_exact, divergence_hutchinson, sample_probes
 from scorelab.numerics.odeint import odeint_rk45
 from scorelab.processes.ddpm import (
     Variance,

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from scorelab._tensor import append_dims, flat_sum, randn_like
-from scorelab.numerics.divergence import divergence_exact, divergence_hutchinson, sample_probes
 from scorelab.errors import ScorelabError
+from scorelab.numerics.divergence import divergence_exact, divergence_hutchinson, sample_probes
 
 SCORE_OBJECTIVES: tuple[str, ...] = ("dsm", "ism", "ssm", "tsm")
 WEIGHTINGS: tuple[str, ...] = ("sigma2", "likelihood", "none")
