@@ -7,47 +7,136 @@ A run stores its resolved RunConfig as config.json and in each checkpoint's meta
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from scorelab.errors import CheckpointError, ScorelabError
+from scorelab.schema import (
+    AT_LEAST_4,
+    FRACTION,
+    NONNEG,
+    NONNEG_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    POSITIVE_INTS,
+    UNIT_INTERVAL,
+    check_section,
+    setting,
+)
 
 T_SAMPLINGS = ("uniform", "second-moment")
 
 
+def _objectives() -> tuple[str, ...]:
+    from scorelab.objectives import OBJECTIVES
+
+    return OBJECTIVES
+
+
+def _weightings() -> tuple[str, ...]:
+    from scorelab.objectives import WEIGHTINGS
+
+    return WEIGHTINGS
+
+
+def _tsm_blends() -> tuple[str, ...]:
+    from scorelab.objectives import TSM_BLENDS
+
+    return TSM_BLENDS
+
+
+def _probes() -> tuple[str, ...]:
+    from scorelab.numerics.divergence import PROBES
+
+    return PROBES
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "mlp"
-    dim: int = 2
-    width: int = 128
-    depth: int = 3
+    name: str = setting(
+        "mlp",
+        "--model",
+        "network: mlp (vectors), unet (images; default for them) or vae (the VAE baseline: MLP "
+        "for vectors, convolutional for images; trained on the ELBO)",
+        show_default=False,
+    )
+    dim: int = setting(
+        2,
+        "--dim",
+        "tsm without --data: dimension of the target's samples (otherwise the data's)",
+        rule=POSITIVE_INT,
+    )
+    width: int = setting(128, "--width", "MLP width", rule=POSITIVE_INT)
+    depth: int = setting(3, "--depth", "MLP residual blocks", rule=POSITIVE_INT)
     # reverse variance: fixed_small (beta_tilde), fixed_large (beta) or learned (the network
     # also outputs v, log Sigma = v log beta + (1 - v) log beta_tilde; Nichol & Dhariwal 2021)
-    variance: str = "fixed_small"
+    variance: str = setting(
+        "fixed_small",
+        "--variance",
+        "reverse variance: fixed_small (beta_tilde), fixed_large (beta) or learned (improved "
+        "DDPM; needs --objective hybrid)",
+    )
     # the U-Net's (images): in_channels and image_size are set from the data
     in_channels: int = 1
     image_size: int = 0
-    channels: int = 64
-    channel_mult: tuple[int, ...] = (1, 2)
-    res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (4,)
-    dropout: float = 0.1
+    channels: int = setting(64, "--channels", "U-Net base width", rule=POSITIVE_INT)
+    channel_mult: tuple[int, ...] = setting(
+        (1, 2),
+        "--channel-mult",
+        "U-Net width multiplier per level, e.g. 1,2,2; the image side must be divisible by "
+        "2^(levels - 1)",
+        rule=POSITIVE_INTS,
+    )
+    res_blocks: int = setting(
+        2, "--res-blocks", "U-Net residual blocks per level", rule=POSITIVE_INT
+    )
+    attn_resolutions: tuple[int, ...] = setting(
+        (4,),
+        "--attn-res",
+        "U-Net resolutions with self-attention, e.g. 4 or 16,8, or none",
+        rule=POSITIVE_INTS,
+    )
+    dropout: float = setting(0.1, "--dropout", "U-Net dropout", rule=FRACTION)
     # class-conditional models (guidance, docs/theory.md §23): labels 0..num_classes-1 and
     # the null class num_classes; 0: unconditional. Set from the data's labels by
     # `train --conditional`.
     num_classes: int = 0
     # the VAE's (--model vae): latent size (0: 2 for vectors, 16 for images), decoder
     # likelihood ("": gaussian for vectors, logistic for images) and the KL weight beta
-    latent_dim: int = 0
-    decoder: str = ""
-    beta: float = 1.0
+    latent_dim: int = setting(
+        0,
+        "--latent-dim",
+        "vae: latent size (default: 2 for vectors, 16 for images)",
+        rule=POSITIVE_INT,
+        show_default=False,
+    )
+    decoder: str = setting(
+        "",
+        "--decoder",
+        "vae: decoder likelihood p(x|z), gaussian, logistic (discretized, 8-bit images) or "
+        "bernoulli (binary images) (default: gaussian for vectors, logistic for images)",
+        show_default=False,
+    )
+    beta: float = setting(
+        1.0, "--beta", "vae: weight of the KL term of the ELBO, beta-VAE", rule=POSITIVE
+    )
+
+    def validate(self) -> None:
+        # 0 and "" mean "chosen from the data" (resolved when the run starts)
+        if self.latent_dim != 0:
+            check_section(self)
+        else:
+            check_section(dataclasses.replace(self, latent_dim=1))
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "linear"
-    T: int = 1000
+    name: str = setting(
+        "linear",
+        "--schedule",
+        "beta schedule: linear (DDPM, 1e-4..0.02), cosine, quadratic or sigmoid",
+    )
+    T: int = setting(1000, "--T", "number of diffusion steps", rule=POSITIVE_INT)
 
 
 @dataclass(frozen=True)
@@ -62,138 +151,213 @@ class SDEConfig:
 class ScoreConfig:
     """Options of the score-matching objectives (dsm, ism, ssm, tsm) on an SDE."""
 
-    prediction: str = "eps"  # what the network outputs: eps, x0 or score
-    weighting: str = "sigma2"  # lambda(t): sigma2, likelihood (g^2) or none
-    probes: int = 1  # ssm: projections per example
-    probe: str = "rademacher"  # ssm: rademacher or gaussian
-    variance_reduced: bool = True  # ssm: ½‖s‖² in place of ½(vᵀs)²
-    target: str | None = None  # tsm: module:function giving grad log p_0
+    prediction: str = setting(
+        "eps",
+        "--prediction",
+        "score objectives: what the network outputs, converted exactly to the score",
+        choices=lambda: ("eps", "x0", "score"),
+    )
+    weighting: str = setting(
+        "sigma2",
+        "--weighting",
+        "score objectives: lambda(t), sigma2 (sigma_t^2), likelihood (g(t)^2) or none",
+        choices=_weightings,
+    )
+    probes: int = setting(1, "--probes", "ssm: random projections per example", rule=POSITIVE_INT)
+    probe: str = setting("rademacher", "--probe", "ssm: projection distribution", choices=_probes)
+    variance_reduced: bool = True  # ssm: ½‖s‖² in place of ½(vᵀs)² (--ssm-plain: False)
+    target: str | None = setting(
+        None,
+        "--target",
+        "tsm: module:function on the Python path, taking (n, d) points and returning grad log "
+        "p_0 there, e.g. scorelab.examples.double_well:score. Without --data the training "
+        "samples are first drawn by unadjusted Langevin dynamics on that score and the run "
+        "reports how well the chains mixed; Langevin alone can get the weights of "
+        "well-separated modes wrong (chains rarely cross between modes: the motivation of "
+        "annealed Langevin)",
+    )
     # tsm: how its target blends with dsm's by noise level (objectives/score_matching.py)
-    tsm_blend: str = "snr"
+    tsm_blend: str = setting(
+        "snr",
+        "--tsm-blend",
+        "tsm: its target's blend with dsm's by noise level: snr (w_t = alpha_t^2 s^2 / "
+        "(alpha_t^2 s^2 + sigma_t^2): the clean score at low noise, dsm at high noise; exact "
+        "for Gaussian data), switch (the clean score where alpha_t s > sigma_t, dsm "
+        "elsewhere) or none (the clean score at every noise level)",
+        choices=_tsm_blends,
+    )
     # tsm: the blend's data scale s in model units; None: sqrt(d / E|grad log p_0|^2) of the
     # training data, estimated when the run starts and recorded here
-    tsm_scale: float | None = None
-    langevin_steps: int = 2000  # tsm without data: Langevin steps on the target score
-    langevin_step_size: float = 2e-3
+    tsm_scale: float | None = setting(
+        None,
+        "--tsm-scale",
+        "tsm: the blend's data scale s in normalized units (default: estimated from the data "
+        "as sqrt(d / E|grad log p_0|^2), about the modes' width, and recorded in config.json)",
+        rule=POSITIVE,
+    )
+    langevin_steps: int = setting(
+        2000, "--langevin-steps", "tsm without --data: Langevin steps per chain", rule=AT_LEAST_4
+    )
+    langevin_step_size: float = setting(
+        2e-3, "--langevin-step-size", "tsm without --data: Langevin step size", rule=POSITIVE
+    )
 
     def validate(self) -> None:
-        from scorelab.numerics.divergence import PROBES
-        from scorelab.objectives import TSM_BLENDS, WEIGHTINGS
-
-        checks = [
-            (
-                self.prediction in ("eps", "x0", "score"),
-                f"--prediction must be eps, x0 or score, got {self.prediction!r}",
-            ),
-            (
-                self.weighting in WEIGHTINGS,
-                f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}",
-            ),
-            (
-                self.tsm_blend in TSM_BLENDS,
-                f"--tsm-blend must be one of {', '.join(TSM_BLENDS)}, got {self.tsm_blend!r}",
-            ),
-            (
-                self.tsm_scale is None or self.tsm_scale > 0,
-                f"--tsm-scale must be > 0, got {self.tsm_scale}",
-            ),
-            (self.probes >= 1, f"--probes must be >= 1, got {self.probes}"),
-            (self.probe in PROBES, f"--probe must be one of {', '.join(PROBES)}"),
-            (self.langevin_steps >= 4, "--langevin-steps must be >= 4"),
-            (self.langevin_step_size > 0, "--langevin-step-size must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ScorelabError(message)
+        check_section(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 5000
+    steps: int = setting(
+        5000,
+        "--steps",
+        "total optimizer steps of the run; with --resume, train until this total",
+        rule=POSITIVE_INT,
+    )
     # wall-clock cap on the run's training seconds (0: none); the run stops at whichever of
     # steps and max_seconds comes first, and the cosine decay follows the larger fraction
-    max_seconds: float = 0.0
-    batch_size: int = 512
-    lr: float = 1e-2
-    warmup: int = 200
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    seed: int = 0
-    ckpt_every: int = 1000
-    log_every: int = 25
-    max_bad_steps: int = 5
+    max_seconds: float = setting(
+        0.0,
+        "--max-seconds",
+        "stop after this many seconds of training even before --steps (0: no cap); the "
+        "cosine decay then follows the elapsed time, so a capped run is not bit-for-bit "
+        "reproducible",
+        rule=NONNEG,
+    )
+    batch_size: int = setting(512, "--batch-size", "batch size", rule=POSITIVE_INT)
+    lr: float = setting(1e-2, "--lr", "peak Adam learning rate", rule=POSITIVE)
+    warmup: int = setting(
+        200, "--warmup", "linear warm-up steps before cosine decay", rule=NONNEG_INT
+    )
+    min_lr_ratio: float = setting(
+        0.05, None, "the cosine decay's final learning rate over the peak", rule=UNIT_INTERVAL
+    )
+    grad_clip: float = setting(1.0, "--grad-clip", "max gradient norm", rule=POSITIVE)
+    ema_decay: float = setting(
+        0.995, "--ema-decay", "EMA decay of the weights used for sampling", rule=FRACTION
+    )
+    seed: int = setting(
+        0, "--seed", "seed of the data, weights, batches and noise", rule=NONNEG_INT
+    )
+    ckpt_every: int = setting(1000, "--ckpt-every", "steps between checkpoints", rule=POSITIVE_INT)
+    log_every: int = setting(
+        25, "--log-every", "steps between rows of metrics.csv", rule=POSITIVE_INT
+    )
+    max_bad_steps: int = setting(
+        5, None, "non-finite steps in a row before the run stops", rule=POSITIVE_INT
+    )
     # the hybrid objective's weight lambda of L_vlb, and how it draws t (uniform, or
     # importance sampling by the loss' second moment: "second-moment")
-    vlb_weight: float = 1e-3
-    t_sampling: str = "uniform"
+    vlb_weight: float = setting(
+        1e-3, "--vlb-weight", "hybrid objective: the weight lambda of L_vlb", rule=NONNEG
+    )
+    t_sampling: str = setting(
+        "uniform",
+        "--t-sampling",
+        "how t is drawn: uniform, or second-moment (importance sampling by the loss' second "
+        "moment, improved DDPM)",
+        choices=lambda: T_SAMPLINGS,
+    )
     # speed and scale-out; none of these changes the maths of a step
-    micro_batches: int = 1
-    device: str = "cpu"
-    precision: str = "fp32"
-    compile: bool = False
-    channels_last: bool = False
-    deterministic: bool = False
-    sample_every: int = 0
+    micro_batches: int = setting(
+        1,
+        "--micro-batches",
+        "split each batch into this many micro-batches per process, gradients accumulated",
+        rule=POSITIVE_INT,
+    )
+    device: str = setting("cpu", "--device", "cpu, cuda or cuda:N")
+    precision: str = setting(
+        "fp32",
+        "--precision",
+        "fp32, bf16 (autocast; CPU or GPU) or fp16 (GPU)",
+        choices=lambda: ("fp32", "bf16", "fp16"),
+    )
+    compile: bool = setting(
+        False, "--compile", "torch.compile the network (pays off only on long runs)"
+    )
+    channels_last: bool = setting(
+        False, "--channels-last", "channels-last memory format for images"
+    )
+    deterministic: bool = setting(
+        False,
+        "--deterministic",
+        "PyTorch's deterministic algorithms (torch.use_deterministic_algorithms): the same run "
+        "gives the same bits on a GPU too, at some speed; an op without a deterministic "
+        "version then fails with PyTorch's message",
+    )
+    sample_every: int = setting(
+        0,
+        "--sample-every",
+        "image runs: steps between sample grids (samples.png); 0: only at the end",
+        rule=NONNEG_INT,
+    )
     # label dropout: each label replaced by the null class with this probability, which trains
     # the unconditional model too (classifier-free guidance needs it > 0)
-    cond_drop: float = 0.0
+    cond_drop: float = setting(
+        0.0,
+        "--cond-drop",
+        "label dropout: replace each label by the null class with this probability, so the "
+        "model can do classifier-free guidance (--cfg); implies --conditional",
+        rule=FRACTION,
+    )
 
     def validate(self) -> None:
-        checks = [
-            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
-            (
-                math.isfinite(self.max_seconds) and self.max_seconds >= 0,
-                f"--max-seconds must be >= 0, got {self.max_seconds}",
-            ),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
-            (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]"),
-            (self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}"),
-            (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
-            (self.ckpt_every >= 1, f"--ckpt-every must be >= 1, got {self.ckpt_every}"),
-            (self.log_every >= 1, "log_every must be >= 1"),
-            (self.max_bad_steps >= 1, "max_bad_steps must be >= 1"),
-            (self.vlb_weight >= 0, f"--vlb-weight must be >= 0, got {self.vlb_weight}"),
-            (
-                self.t_sampling in T_SAMPLINGS,
-                f"--t-sampling must be one of {', '.join(T_SAMPLINGS)}, got {self.t_sampling!r}",
-            ),
-            (self.micro_batches >= 1, "--micro-batches must be >= 1"),
-            (
-                self.batch_size % self.micro_batches == 0,
+        check_section(self)
+        if self.batch_size % self.micro_batches != 0:
+            raise ScorelabError(
                 f"--batch-size {self.batch_size} is not divisible by --micro-batches "
-                f"{self.micro_batches}",
-            ),
-            (
-                self.precision in ("fp32", "bf16", "fp16"),
-                f"--precision must be fp32, bf16 or fp16, got {self.precision!r}",
-            ),
-            (self.sample_every >= 0, "--sample-every must be >= 0"),
-            (0 <= self.cond_drop < 1, f"--cond-drop must be in [0, 1), got {self.cond_drop}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ScorelabError(message)
+                f"{self.micro_batches}"
+            )
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    data: str = "ring"
-    n_data: int = 20_000
-    objective: str = "eps"
+    data: str | None = setting(
+        "ring",
+        "--data",
+        "built-in dataset name (ring, swissroll, moons, checkerboard; digits: images), a path "
+        "to an (N, d) float .npy file, a folder of images or a uint8 image .npy",
+        show_default=False,
+    )
+    n_data: int = setting(
+        20_000, "--n-data", "points drawn from a built-in dataset", rule=POSITIVE_INT
+    )
+    objective: str = setting(
+        "eps",
+        "--objective",
+        "eps, x0 or v: what the network predicts and regresses on the discrete --schedule "
+        "(L_simple, Algorithm 1 of Ho et al. 2020; x0 is the denoiser, docs/theory.md §6); "
+        "hybrid: eps with L_simple + lambda L_vlb, for --variance learned. Score matching on "
+        "an --sde (VP unless given): dsm (denoising, weighted by --weighting), ism (implicit, "
+        "Hyvarinen 2005: exact divergence by autograd, one backward pass per dimension, so "
+        "for low dimension only), ssm (sliced: --probes random projections, "
+        "variance-reduced), tsm (target score matching: needs --target, the known clean "
+        "score)",
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     normalizer: dict[str, Any] | None = None
     sde: SDEConfig | None = None  # None: the discrete schedule; else a continuous-time SDE
     score: ScoreConfig = field(default_factory=ScoreConfig)
-    image_size: int | None = None
-    hflip: bool = False
+    image_size: int | None = setting(
+        None, "--image-size", "resize and centre-crop images to this side", rule=POSITIVE_INT
+    )
+    hflip: bool = setting(
+        False, "--hflip", "images: random horizontal flips (off by default; leave off for digits)"
+    )
     # class-conditional training on the data's labels (a labelled dataset or --labels FILE)
-    conditional: bool = False
-    labels: str | None = None
+    conditional: bool = setting(
+        False,
+        "--conditional",
+        "class-conditional model eps(x, t, y) on the data's labels (a null class too)",
+    )
+    labels: str | None = setting(
+        None,
+        "--labels",
+        "integer class labels (N,) in a .npy beside an .npy --data (ring, digits and folders "
+        "with class sub-folders carry their own)",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -315,8 +479,8 @@ def overrides_from_dict(d: Any, source: str = "the config") -> dict[str, Any]:
                     and all(_is_a(p, int | float) for p in params.values())
                 ):  # fmt: skip
                     raise ScorelabError(
-                        f"{source}: 'sde' must look like {{\"name\": \"ve\", \"params\": "
-                        "{\"sigma_max\": 50.0}} or be null"
+                        f'{source}: \'sde\' must look like {{"name": "ve", "params": '
+                        '{"sigma_max": 50.0}} or be null'
                     )
             out[key] = value
         elif key in defaults:
