@@ -157,3 +157,115 @@ def test_clip_grad_norm_scales_only_large_gradients():
     before = a.grad.clone()
     assert clip_grad_norm([a, b], 10.0) == pytest.approx(1.0, rel=1e-5)
     assert torch.equal(a.grad, before)  # under the limit: untouched
+
+
+# -- loss spikes ----------------------------------------------------------------------------
+def _scaled_after(step: int, factor: float, until: int | None = None):
+    """The mse loss, times factor from call `step` on (until call `until`)."""
+    calls = {"n": 0}
+
+    def loss_fn(model, x, generator):
+        calls["n"] += 1
+        jump = step < calls["n"] and (until is None or calls["n"] <= until)
+        return _mse(model, x, generator) * (factor if jump else 1.0)
+
+    return loss_fn
+
+
+def _diverging_column(run_dir):
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds", "diverging"]
+    return [int(r["diverging"]) for r in rows]
+
+
+def test_a_loss_that_jumps_after_warmup_is_reported_and_the_run_goes_on(tmp_path, capsys):
+    result = _trainer(tmp_path, _scaled_after(30, 10.0), steps=80, lr=0.003).fit()
+    assert result.step == 80  # reported, not stopped
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "diverging" in line]
+    assert len(warnings) == 1, warnings
+    assert "try a lower --lr than 0.003" in warnings[0]
+    column = _diverging_column(tmp_path)
+    first = column.index(1)
+    # a steady 10x loss would cross 4x its best after 21 steps; this one still falls as it trains
+    assert 30 + 21 <= first + 1 <= 70
+    assert not any(column[:first]) and all(column[first:])
+    assert f"diverging at step {first + 1}:" in warnings[0]
+
+
+@pytest.mark.parametrize("loss_fn", [_mse, _scaled_after(30, 50.0, until=31)])
+def test_a_steady_loss_or_one_outlier_batch_is_not_reported(tmp_path, capsys, loss_fn):
+    _trainer(tmp_path, loss_fn, steps=80).fit()
+    assert "diverging" not in capsys.readouterr().err
+    assert not any(_diverging_column(tmp_path))
+
+
+def test_spike_rule_hysteresis_and_negative_losses():
+    from scorelab.training.spikes import LossSpikes
+
+    spikes = LossSpikes()
+    assert not spikes.update(5.0, past_warmup=False)  # warm-up: no best yet
+    for _ in range(300):
+        spikes.update(1.0, past_warmup=True)
+    assert spikes.best == pytest.approx(1.0, abs=0.02)
+    fired = [spikes.update(10.0, past_warmup=True) for _ in range(40)]
+    assert fired.index(True) == 20 and fired.count(True) == 1 and spikes.diverging
+    for _ in range(200):
+        spikes.update(1.0, past_warmup=True)
+    assert not spikes.diverging  # back under 2x its best
+    negative = LossSpikes()
+    for value in [-1.0] * 20 + [5.0] * 50:  # ism/ssm losses: no ratio rule below zero
+        assert not negative.update(value, past_warmup=True)
+
+
+def test_a_checkpoint_from_before_the_spike_check_resumes(tmp_path):
+    import csv
+
+    trainer = _trainer(tmp_path, _mse, steps=10)
+    trainer.fit()
+    tensors, meta = read_checkpoint(tmp_path / "checkpoint.safetensors")
+    for key in ("partial_row", "spikes"):
+        del meta["trainer"][key]
+    path = tmp_path / "metrics.csv"  # and a metrics.csv of the old six columns
+    with open(path, newline="") as f:
+        rows = [{k: v for k, v in r.items() if k != "diverging"} for r in csv.DictReader(f)]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    again = _trainer(tmp_path, _mse, steps=20)
+    again.restore(tensors, meta, "old checkpoint")
+    assert again.fit().step == 20
+    column = []
+    with open(path, newline="") as f:
+        column = [r["diverging"] for r in csv.DictReader(f)]
+    assert column == [""] * 10 + ["0"] * 10
+
+
+def test_metrics_readers_accept_the_new_column(tmp_path):
+    from scorelab.evaluation.plots import loss_curve
+
+    _trainer(tmp_path, _mse, steps=6).fit()
+    assert loss_curve(tmp_path / "metrics.csv", tmp_path / "loss.png").is_file()
+
+
+# -- EMA ------------------------------------------------------------------------------------
+def test_ema_follows_parameters_replaced_after_it_was_built():
+    model = nn.Linear(1, 1, bias=False)
+    ema = EMA(model, decay=0.5)
+    model.weight = nn.Parameter(torch.full((1, 1), 3.0))  # a new tensor, not an in-place copy
+    start = ema.state_dict()["weight"].clone()
+    ema.update(model, step=1000)
+    assert torch.equal(ema.state_dict()["weight"], 0.5 * start + 0.5 * 3.0)
+
+
+def test_ema_refuses_a_module_with_other_tensors():
+    ema = EMA(nn.Linear(2, 2), decay=0.9)
+    with pytest.raises(ValueError, match="other tensors"):
+        ema.update(nn.Linear(2, 2, bias=False), step=0)
+    with pytest.raises(ValueError, match="weight is torch.float64"):
+        ema.update(nn.Linear(2, 2).double(), step=0)
+    with pytest.raises(ValueError, match=r"weight is torch.float32 \(3, 2\)"):
+        ema.update(nn.Linear(2, 3), step=0)

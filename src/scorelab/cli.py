@@ -1355,17 +1355,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ScorelabError as e:
-        print(f"scorelab {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        where = getattr(args, "out", None)
-        print(
-            f"\nscorelab {args.command}: interrupted"
-            + (
-                f"; the last checkpoint in {where} is intact (continue with --resume)"
-                if args.command == "train"
-                else ""
-            ),
-            file=sys.stderr,
-        )
+        # Preempted (training/preemption.py): a signal stopped training after a step; 75 or 130
+        status = getattr(e, "exit_status", None)
+        if status is None:
+            print(f"scorelab {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        if e.rank == 0:
+            note, step = str(e), e.step
+            if e.checkpoint is None:  # the save failed: say what is on disk
+                from scorelab.training.checkpoint import describe_last_checkpoint
+
+                words, step = describe_last_checkpoint(args.out)
+                note = f"{note}; {words}"
+            resume = step is not None and hasattr(args, "resume")
+            print(
+                f"scorelab {args.command}: {note}" + ("; continue with --resume" if resume else ""),
+                file=sys.stderr,
+            )
+        return status
+    except KeyboardInterrupt:  # outside Trainer.fit, or Ctrl-C twice: check what is on disk
+        note = ""
+        if args.command == "train":
+            from scorelab.training.checkpoint import describe_last_checkpoint
+
+            words, step = describe_last_checkpoint(args.out)
+            note = f"; {words}" + ("; continue with --resume" if step is not None else "")
+        print(f"\nscorelab {args.command}: interrupted{note}", file=sys.stderr)
         return 130

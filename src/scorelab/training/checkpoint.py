@@ -147,3 +147,17 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict[str, Tensor], w
             f"{what} does not match the model built from its config: " + "; ".join(parts)
         )
     module.load_state_dict(state)
+
+
+def describe_last_checkpoint(run_dir: Path) -> tuple[str, int | None]:
+    """What run_dir holds to resume from, read from the file (not assumed): (words, step),
+    step None when there is no readable checkpoint."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return f"no checkpoint was written in {run_dir}", None
+    try:
+        _, meta = read_checkpoint(path, prefixes=("-",))  # the metadata only
+    except CheckpointError as e:
+        return str(e), None
+    step = int(meta.get("step", 0))
+    return f"the last checkpoint, {path} (step {step}), is intact", step

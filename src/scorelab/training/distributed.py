@@ -42,6 +42,20 @@ def local_device(device: str) -> torch.device:
     return d
 
 
+def is_distributed() -> bool:
+    """Whether this process belongs to an initialized process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_max(value: float, device: torch.device) -> float:
+    """The largest value over ranks (identity outside a process group)."""
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def all_reduce_mean(values: list[float], device: torch.device) -> list[float]:
     """The mean over ranks of a few floats (identity in a single process)."""
     if world()[1] == 1:

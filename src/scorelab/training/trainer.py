@@ -3,7 +3,9 @@
 The loop draws batches from an in-memory tensor with one torch.Generator that also feeds the
 loss' noise, so the whole run is a function of the seed, and a checkpoint (weights, EMA,
 optimizer, generator state, step, log accumulators) resumes it exactly. A step whose loss or
-gradient norm is not finite is skipped and counted; several in a row stop the run.
+gradient norm is not finite is skipped and counted; several in a row stop the run. SIGINT,
+SIGTERM and SIGUSR1 stop it after the step in progress, with a checkpoint at that step
+(preemption.py); a smoothed loss far above its best is reported, not stopped (spikes.py).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -32,12 +35,15 @@ from scorelab.training.checkpoint import (
     save_checkpoint,
     unflatten_state,
 )
-from scorelab.training.distributed import all_reduce_mean, local_device, world
+from scorelab.training.distributed import all_reduce_max, all_reduce_mean, local_device, world
 from scorelab.training.ema import EMA
+from scorelab.training.preemption import Preempted, StopSignals
+from scorelab.training.spikes import LossSpikes
 
 LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
 METRICS = "metrics.csv"
-COLUMNS = ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds"]
+# diverging (0/1, spikes.py) came last, after the first six: readers look columns up by name
+COLUMNS = ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds", "diverging"]
 
 
 def use_deterministic_algorithms() -> None:
@@ -152,9 +158,16 @@ class Trainer:
         self.bad_steps = 0
         self.window = [0.0, 0, 0.0]  # loss sum, count, grad-norm sum since the last log row
         self.seconds = 0.0
+        self.spikes = LossSpikes()
+        self.stop_signals = StopSignals()
+        self._row_step: int | None = None  # the step of metrics.csv's last row
+        self._saved_step: int | None = None  # the step of this trainer's last checkpoint
+        self._drop_row = False  # the restored step's row was written at a stop: provisional
 
     # -- checkpoint state --------------------------------------------------------------
-    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    def state(self, partial_row: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Tensors and JSON metadata of a checkpoint; partial_row marks the metrics row at this
+        step as one written at a stop, between the log_every rows (a resume drops it)."""
         tensors: dict[str, Tensor] = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"ema/{k}": v for k, v in self.ema.state_dict().items()})
         tensors["rng/generator"] = self.generator.get_state()
@@ -167,13 +180,26 @@ class Trainer:
                 "bad_steps": self.bad_steps,
                 "window": self.window,
                 "seconds": self.seconds,
+                "partial_row": partial_row,
+                "spikes": self.spikes.state_dict(),
             },
         }
         return tensors, meta
 
-    def save(self) -> Path:
-        tensors, meta = self.state()
-        return save_checkpoint(self.run_dir, tensors, meta)
+    def save(self, partial_row: bool = False) -> Path:
+        self.stop_signals.saving = True  # a second Ctrl-C now waits for the write
+        try:
+            tensors, meta = self.state(partial_row)
+            path = save_checkpoint(self.run_dir, tensors, meta)
+        finally:
+            self.stop_signals.saving = False
+        self._saved_step = self.step
+        return path
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop as if signum had arrived (from any thread; fit installs no handlers outside the
+        main thread)."""
+        self.stop_signals.request(signum)
 
     def restore(self, tensors: dict[str, Tensor], meta: dict[str, Any], source: str) -> None:
         def strip(prefix):
@@ -189,15 +215,22 @@ class Trainer:
         trainer = meta["trainer"]
         self.bad_steps, self.window = int(trainer["bad_steps"]), list(trainer["window"])
         self.seconds = float(trainer["seconds"])
+        self._drop_row = bool(trainer.get("partial_row", False))
+        if "spikes" in trainer:  # checkpoints before the spike check have none
+            self.spikes.load_state_dict(trainer["spikes"])
 
     # -- the loop ----------------------------------------------------------------------
     def _open_log(self) -> Any:
-        """Open metrics.csv for appending, dropping rows after the restored step."""
+        """Open metrics.csv for appending, dropping rows after the restored step (and the row
+        at it when that was written at a stop)."""
         path = self.run_dir / METRICS
         rows = []
         if self.step > 0 and path.is_file():
+            last = self.step - 1 if self._drop_row else self.step
             with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= last]
+        self._row_step = int(rows[-1]["step"]) if rows else None
+        self._drop_row = False
         f = open(path, "w", newline="")  # noqa: SIM115 (kept open for the whole run)
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -205,6 +238,16 @@ class Trainer:
         return f, writer
 
     def fit(self) -> TrainResult:
+        """Train to cfg.steps (or cfg.max_seconds). SIGINT, SIGTERM or SIGUSR1 end the run
+        after the step in progress, with a checkpoint and a metrics row at the step reached:
+        Preempted is raised. Ctrl-C twice (outside a checkpoint write) stops at once."""
+        with self.stop_signals:
+            try:
+                return self._fit()
+            finally:
+                self.stop_signals.clear()
+
+    def _fit(self) -> TrainResult:
         cfg, model = self.cfg, self.model
         f, writer = self._open_log() if self.rank == 0 else (None, None)
         bar = tqdm(
@@ -221,7 +264,14 @@ class Trainer:
         elapsed, capped = self.seconds, cfg.max_seconds > 0
         model.train()
         try:
-            while self.step < cfg.steps and not (capped and elapsed >= cfg.max_seconds):
+            while True:
+                # between steps, and after the last one, every rank reads the same decision
+                signum = int(all_reduce_max(float(self.stop_signals.received), self.device))
+                if signum:
+                    self.seconds = time.perf_counter() - start
+                    self._preempt(signum, f, writer, bar)
+                if self.step >= cfg.steps or (capped and elapsed >= cfg.max_seconds):
+                    break
                 lr = lr_at(self.step, cfg, elapsed)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -233,6 +283,8 @@ class Trainer:
                     else:
                         self.optimizer.step()
                     self.ema.update(model, self.step)
+                    if self.spikes.update(loss_value, past_warmup=self.step >= cfg.warmup):
+                        self._warn_diverging()
                     in_a_row = 0
                     self.window[0] += loss_value
                     self.window[1] += 1
@@ -272,6 +324,38 @@ class Trainer:
         self.stopping = True
         return TrainResult(
             self.step, loss_value, self.bad_steps, self.seconds, self.run_dir / CHECKPOINT
+        )
+
+    def _preempt(self, signum: int, f: Any, writer: csv.DictWriter | None, bar: tqdm) -> NoReturn:
+        """Stop at the step reached: a checkpoint and a metrics row at it, then Preempted."""
+        # a row between the log_every ones: the checkpoint keeps the window it averages and
+        # marks it provisional, so a resumed run drops it and writes an uninterrupted run's rows
+        partial = self.step > 0 and self._row_step != self.step
+        checkpoint: Path | None = self.run_dir / CHECKPOINT
+        error = None
+        if self.rank == 0 and (partial or self._saved_step != self.step):
+            f.flush()
+            try:
+                checkpoint = self.save(partial_row=partial)
+            except (OSError, ScorelabError) as e:
+                checkpoint, error = None, str(e)
+        if partial:
+            self._log(writer, lr_at(self.step - 1, self.cfg, self.seconds), bar)
+        if f is not None:
+            f.flush()
+        self.stopping = True
+        all_reduce_max(0.0, self.device)  # a barrier: no rank exits before the checkpoint exists
+        raise Preempted(self.step, checkpoint, signum, rank=self.rank, error=error)
+
+    def _warn_diverging(self) -> None:
+        if self.rank != 0:
+            return
+        s = self.spikes
+        tqdm.write(
+            f"warning: the training loss is diverging at step {self.step + 1}: its moving "
+            f"average {s.smoothed:.4g} is {s.ratio:.1f}x its least value {s.best:.4g} after "
+            f"warm-up; try a lower --lr than {self.cfg.lr:g}",
+            file=sys.stderr,
         )
 
     def _loss(self, idx: Tensor, generator: torch.Generator) -> Tensor:
@@ -332,6 +416,7 @@ class Trainer:
     def _log(self, writer: csv.DictWriter | None, lr: float, bar: tqdm) -> None:
         total, count, grad_total = self.window
         mean = total / count if count else float("nan")
+        self._row_step = self.step
         if writer is None:
             self.window = [0.0, 0, 0.0]
             return
@@ -343,9 +428,11 @@ class Trainer:
                 "lr": f"{lr:.4g}",
                 "bad_steps": self.bad_steps,
                 "seconds": f"{self.seconds:.3f}",
+                "diverging": int(self.spikes.diverging),
             }
         )
-        bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2g}", refresh=False)
+        flag = {"diverging": "yes"} if self.spikes.diverging else {}
+        bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2g}", **flag, refresh=False)
         self.window = [0.0, 0, 0.0]
 
     def _diverged_message(self, n: int) -> str:
