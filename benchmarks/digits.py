@@ -5,7 +5,7 @@ What it measures
 1. Speed options: training steps/s of scorelab's U-Net (batch 128, 8x8) with each CPU option
    alone: 1 vs 2 threads, channels_last, bf16 autocast, torch.compile.
 2. A race at equal wall-clock budget (--budget seconds of training each, 2 threads):
-   scorelab (`scorelab.run.train`, the same code as `scorelab train --data digits`) and, as a
+   scorelab (`scorelab.runs.train`, the same code as `scorelab train --data digits`) and, as a
    peer in the same process, diffusers' UNet2DModel with DDPMScheduler.add_noise, the same
    parameter count (within 3%), batch, Adam learning rate, warm-up, clipping and EMA.
    Both learn eps with the DDPM linear schedule (T = 1000) and sample 1,000 images with DDIM,
@@ -56,7 +56,7 @@ from scorelab.evaluation.metrics import (  # noqa: E402
     precision_recall,
 )
 from scorelab.evaluation.report import draw_samples, split_reference  # noqa: E402
-from scorelab.run import load_run, train  # noqa: E402
+from scorelab.runs import load_run, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH, LR, WARMUP, EMA, CLIP, N_SAMPLES, SAMPLE_STEPS = 64, 2e-3, 100, 0.999, 1.0, 1000, 50

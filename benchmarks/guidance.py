@@ -41,7 +41,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
 
-from scorelab.classifier import ClassifierConfig, load_classifier, train_classifier  # noqa: E402
 from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig  # noqa: E402
 from scorelab.data import load_images  # noqa: E402
 from scorelab.evaluation.features import classifier_features  # noqa: E402
@@ -50,7 +49,8 @@ from scorelab.evaluation.images import save_image_grid  # noqa: E402
 from scorelab.evaluation.metrics import frechet_distance, precision_recall  # noqa: E402
 from scorelab.evaluation.plots import guidance_tradeoff  # noqa: E402
 from scorelab.evaluation.report import split_reference  # noqa: E402
-from scorelab.run import load_run, train  # noqa: E402
+from scorelab.runs import load_run, train  # noqa: E402
+from scorelab.runs.classifier import ClassifierConfig, load_classifier, train_classifier  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = ModelConfig(

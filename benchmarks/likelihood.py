@@ -5,7 +5,7 @@ What it measures
 ----------------
 Data: the built-in ``ring`` dataset, which is ``scorelab.oracle.ring_mixture()`` (8 equal
 Gaussians of std 0.15 on a radius-2 circle), so its density is known exactly. Two models are
-trained with the same budget (steps, batch, width, schedule, seed) through ``scorelab.run.train``:
+trained with the same budget (steps, batch, width, schedule, seed) through ``scorelab.runs.train``:
 
 * L_simple (eps prediction): evaluated with the fixed small (beta_tilde) and fixed large (beta)
   reverse variances; the network is the same, only Sigma differs;
@@ -54,7 +54,7 @@ from _machine import cpu_model  # benchmarks/ is on sys.path when run as a scrip
 from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig
 from scorelab.likelihood import default_t0, ode_log_likelihood, vlb
 from scorelab.oracle import GaussianMixture, ring_mixture
-from scorelab.run import load_run, train
+from scorelab.runs import load_run, train
 
 
 def _stats(x: torch.Tensor) -> tuple[float, float]:

@@ -82,7 +82,7 @@ def forward_flops_per_sample(model: nn.Module) -> int:
 
 
 def make_model(width: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)  # the initial weights, as scorelab.run.train seeds them
+    torch.manual_seed(seed)  # the initial weights, as scorelab.runs.train seeds them
     return MLP(DIM, width, DEPTH)
 
 
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     raw = load_dataset("ring", N_DATA, seed=SEED)
-    data = Normalizer.fit(raw).encode(raw)  # as scorelab.run.train feeds the Trainer
+    data = Normalizer.fit(raw).encode(raw)  # as scorelab.runs.train feeds the Trainer
 
     timings, flops = {}, {}
     for width in WIDTHS:

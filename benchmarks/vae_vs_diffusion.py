@@ -3,7 +3,7 @@
 What it measures
 ----------------
 For each dataset, a diffusion model and a VAE each train until --budget seconds are spent
-(--max-seconds; both through `scorelab.run.train`, the code of `scorelab train`), then:
+(--max-seconds; both through `scorelab.runs.train`, the code of `scorelab train`), then:
 * samples: 1,000 each (diffusion: DDIM, 50 steps; VAE: decoder means at z ~ N(0, I)), with
   the sampling time and NFE;
 * quality against a reference half of the data, next to the floor (the held-out half against
@@ -48,8 +48,8 @@ from scorelab.errors import DataError  # noqa: E402
 from scorelab.evaluation.latent import prior_coverage  # noqa: E402
 from scorelab.evaluation.nll import evaluate_nll  # noqa: E402
 from scorelab.evaluation.report import evaluate_metrics  # noqa: E402
-from scorelab.run import load_run, train  # noqa: E402
-from scorelab.vae_run import evaluate_vae_nll  # noqa: E402
+from scorelab.runs import load_run, train  # noqa: E402
+from scorelab.runs.vae import evaluate_vae_nll  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_SAMPLES, SAMPLE_STEPS, K = 1000, 50, 64

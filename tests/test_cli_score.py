@@ -15,7 +15,7 @@ from scorelab.cli import main
 from scorelab.config import RunConfig
 from scorelab.examples import double_well
 from scorelab.processes.sde import VESDE, SubVPSDE
-from scorelab.run import load_run
+from scorelab.runs import load_run
 from scorelab.targets import split_rhat
 from tests.helpers import cli_fails as _fail
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from scorelab.classifier import ClassifierConfig, load_classifier, train_classifier
 from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig
 from scorelab.data import load_dataset, load_dataset_labels, load_labels
 from scorelab.errors import DataError, ScorelabError
 from scorelab.nn import MLP, UNet
 from scorelab.objectives import drop_labels
 from scorelab.oracle import ring_mixture
-from scorelab.run import load_run, train
+from scorelab.runs import load_run, train
+from scorelab.runs.classifier import ClassifierConfig, load_classifier, train_classifier
 
 SCHEDULE = ScheduleConfig("linear", T=100)
 SMALL = ModelConfig(width=48, depth=2)

@@ -16,7 +16,7 @@ from scorelab.likelihood import dequantize, ode_log_likelihood, vlb
 from scorelab.objectives import LossSecondMomentSampler, hybrid_loss
 from scorelab.oracle import GaussianMixture
 from scorelab.processes import make_schedule
-from scorelab.run import Run, load_run, train
+from scorelab.runs import Run, load_run, train
 
 
 def _true_log_prob(mixture, schedule, x, t0):

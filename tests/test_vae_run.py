@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from scorelab.cli import main
-from scorelab.run import load_run
+from scorelab.runs import load_run
 from scorelab.training.checkpoint import read_checkpoint
 from tests.helpers import cli_fails as _fail
 from tests.test_images import fake_sklearn

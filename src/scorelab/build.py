@@ -29,7 +29,7 @@ from scorelab.processes.parameterization import split_learned_variance
 from scorelab.targets import TargetScore, checked, load_target
 from scorelab.typing import EpsFn, Prediction, ScoreFn
 
-MODELS = {"mlp": MLP, "unet": UNet, "vae": VAE}
+MODELS = {"mlp": MLP, "unet": UNet}  # diffusion networks; the VAE's is build_vae
 # ModelConfig.variance -> the reverse variance of p_mean_variance ("learned": the network's)
 MODEL_VARIANCES = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned": None}
 
@@ -52,8 +52,6 @@ def build_model(cfg: ModelConfig, schedule_T: int, *, time_span: float | None = 
         raise ScorelabError(f"unknown model {cfg.name!r}; choose one of: {', '.join(MODELS)}")
     # time_scale maps t in [0, T] (or an SDE's noise label, spanning time_span) onto the
     # 0..1000 range the sinusoidal features are tuned for
-    if cfg.name == "vae":
-        return build_vae(cfg)
     check_variance(cfg.variance)
     learned = cfg.variance == "learned"  # the network also outputs the variance's v
     span = schedule_T if time_span is None else time_span
@@ -93,11 +91,6 @@ def build_vae(cfg: ModelConfig) -> VAE:
         shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
         return conv_vae(shape, cfg.latent_dim, cfg.channels, cfg.decoder)
     return mlp_vae(cfg.dim, cfg.latent_dim, cfg.width, cfg.depth, cfg.decoder)
-
-
-def is_image_model(cfg: ModelConfig) -> bool:
-    """Whether the model makes images: the U-Net, or a VAE fitted to images."""
-    return cfg.name == "unet" or (cfg.name == "vae" and cfg.image_size > 0)
 
 
 def build_model_for(cfg: RunConfig, process: DiscreteSchedule | SDE) -> nn.Module:
@@ -207,8 +200,9 @@ def normalizer_of(cfg: RunConfig) -> Normalizer:
 
 
 def sample_shape(cfg: ModelConfig, n: int) -> tuple[int, ...]:
-    """The shape of n samples of the model's data: (n, C, S, S) for images, else (n, dim)."""
-    if is_image_model(cfg):
+    """The shape of n samples of a diffusion network's data: (n, C, S, S) for the U-Net, else
+    (n, dim)."""
+    if cfg.name == "unet":
         return (n, cfg.in_channels, cfg.image_size, cfg.image_size)
     return (n, cfg.dim)
 

@@ -596,7 +596,7 @@ def _add_guidance_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_classifier(sub) -> None:
-    from scorelab.classifier import ClassifierConfig
+    from scorelab.runs.classifier import ClassifierConfig
 
     d = ClassifierConfig()
     p = sub.add_parser(
@@ -767,7 +767,6 @@ def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval_metrics(args: argparse.Namespace) -> int:
-    from scorelab.build import is_image_model
     from scorelab.data import load_images, load_npy
     from scorelab.evaluation.report import (
         DEFAULT_METRICS,
@@ -775,17 +774,17 @@ def _run_eval_metrics(args: argparse.Namespace) -> int:
         format_report,
         parse_metrics,
     )
-    from scorelab.run import load_run
+    from scorelab.runs import is_image, load_run
 
     metrics = parse_metrics(args.metrics or ",".join(DEFAULT_METRICS))
     args.n = 1000 if args.n is None else args.n
     args.seed = 0 if args.seed is None else args.seed
     run = load_run(args.run_dir, weights=args.weights)
-    if args.steps is None and run.schedule is not None:  # a VAE run has no schedule
-        args.steps = min(100, run.schedule.default_steps)
+    if args.steps is None:  # a diffusion run's DDIM steps (a VAE decodes in one: None)
+        args.steps = run.preview(100)[0].get("steps")
     samples = None
     if args.samples is not None:
-        if is_image_model(run.config.model):
+        if is_image(run.config):
             samples = load_images(str(args.samples)).x
         else:
             samples = load_npy(args.samples)
@@ -847,13 +846,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume:
             raise ScorelabError("--config starts a new run; --resume reads the run's own config")
         overrides = {**config_file_overrides(args.config), **overrides}
+    from scorelab.runs import KINDS
+
+    vae = overrides.get("model.name") in KINDS["vae"].models
     vae_flags = flag_keys & {"model.latent_dim", "model.decoder", "model.beta"}
-    if vae_flags and not args.resume and overrides.get("model.name") != "vae":
+    if vae_flags and not args.resume and not vae:
         raise ScorelabError("--latent-dim, --decoder and --beta apply to --model vae only")
     if overrides.get("data") and not args.resume:
         from scorelab.data import is_image_source
 
-        if is_image_source(overrides["data"]) and overrides.get("model.name") != "vae":
+        if is_image_source(overrides["data"]) and not vae:
             # an image run: the measured image defaults (presets/images.json), then the
             # config file, then the flags
             overrides = {**image_defaults(), **overrides}
@@ -869,17 +871,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> int:
     from scorelab.config import RunConfig, apply_overrides
     from scorelab.evaluation import loss_curve
-    from scorelab.run import train
+    from scorelab.runs import resume, train
 
     log = print if rank == 0 else (lambda message: None)
     if args.resume:
-        result = train(
-            RunConfig(),
-            args.out,
-            resume_overrides=overrides,
-            progress=not args.no_progress,
-            log=log,
-        )
+        result = resume(args.out, overrides, progress=not args.no_progress, log=log)
     else:
         if "data" not in overrides:
             if overrides.get("objective") != "tsm":
@@ -920,15 +916,15 @@ def _sde_overrides(args: argparse.Namespace, overrides: dict) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from scorelab.build import build_data, is_image_model
+    from scorelab.build import build_data
     from scorelab.evaluation import scatter_vs_data
-    from scorelab.run import load_run
+    from scorelab.runs import VAERun, is_image, load_run
 
     suffix = args.out.suffix.lower()
     run = load_run(args.run_dir, weights=args.weights)
     args.vae_options = {}
     if args.latents is not None:
-        if run.config.model.name != "vae":
+        if not isinstance(run, VAERun):
             raise ScorelabError("--latents applies to VAE runs only")
         args.vae_options = {"latents": args.latents}
     if args.sweep_classes:
@@ -937,7 +933,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.n = 2000
     if args.class_ is None and (args.cfg is not None or args.classifier is not None):
         raise ScorelabError("--cfg and --classifier need --class (or --sweep-classes)")
-    if is_image_model(run.config.model):
+    if is_image(run.config):
         return _sample_images(args, run)
     if suffix not in (".npy", ".png"):
         raise ScorelabError(f"--out must end in .npy or .png, got {args.out}")
@@ -961,7 +957,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             tmp.replace(args.out)
         else:
             data = build_data(run.config)
-            how = "VAE decoder" if run.config.model.name == "vae" else args.sampler
+            how = "VAE decoder" if isinstance(run, VAERun) else args.sampler
             scatter_vs_data(
                 x, data[: args.n], args.out, f"{run.config.data}: {how}, {result.nfe} NFE"
             )
@@ -1040,18 +1036,19 @@ def _guidance(args: argparse.Namespace) -> dict:
 def _sample_sweep(args: argparse.Namespace, run) -> int:
     """--sweep-classes: every class at each of --scales, one picture."""
     from scorelab.build import build_data
-    from scorelab.classifier import load_classifier
     from scorelab.evaluation.guidance import (
         guidance_sweep,
         save_sweep_images,
         save_sweep_scatter,
     )
+    from scorelab.runs import is_image
+    from scorelab.runs.classifier import load_classifier
 
     if args.out.suffix.lower() != ".png":
         raise ScorelabError(f"--sweep-classes writes a .png, got --out {args.out}")
     if args.class_ is not None or args.cfg is not None:
         raise ScorelabError("--sweep-classes takes --scales, not --class or --cfg")
-    images = run.config.model.name == "unet"
+    images = is_image(run.config)
     n = args.n or (8 if images else 200)
     classifier = load_classifier(args.classifier) if args.classifier is not None else None
     classes = classifier.num_classes if classifier is not None else run.num_classes
@@ -1119,20 +1116,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _run_eval_nll(args: argparse.Namespace) -> int:
-    from scorelab.build import is_image_model
     from scorelab.data import DATASETS, check_array, load_dataset, load_images
-    from scorelab.evaluation import evaluate_nll, vlb_breakdown
-    from scorelab.run import load_run
+    from scorelab.evaluation import vlb_breakdown
+    from scorelab.runs import is_image, kind_of, load_run
 
     args.seed = 1 if args.seed is None else args.seed
     run = load_run(args.run_dir, weights=args.weights)
     name = run.config.data if args.data is None else args.data
-    vae = run.config.model.name == "vae"
-    if not vae and args.nll in ("elbo", "iwae"):
-        raise ScorelabError(
-            f"--nll {args.nll} is a VAE bound; this is a diffusion run: use --nll vlb or ode"
-        )
-    if is_image_model(run.config.model):
+    if is_image(run.config):
         data = load_images(name, run.config.model.image_size).x
         data = data if args.n is None else data[: args.n]
     elif name in DATASETS:
@@ -1142,21 +1133,20 @@ def _run_eval_nll(args: argparse.Namespace) -> int:
         if args.n is not None:
             data = data[: args.n]
     data = data if data.ndim == 4 else check_array(data, name)
-    if vae:
-        from scorelab.vae_run import evaluate_vae_nll
-
-        report = evaluate_vae_nll(run, data, method=args.nll, k=args.k, seed=args.seed)
-        return _print_vae_nll(args, report, name)
-    report = evaluate_nll(
+    # the run's kind checks that it offers --nll and takes the options it uses (VAE: k)
+    [report] = kind_of(run.config).nll(
         run,
         data,
-        method=args.nll,
+        methods=[args.nll],
         seed=args.seed,
+        k=args.k,
         divergence=args.divergence,
         probes=args.probes,
         rtol=args.rtol,
         atol=args.atol,
     )
+    if "decoder" in report.settings:  # a VAE's bound
+        return _print_vae_nll(args, report, name)
     out = report.to_dict()
     if args.nll == "vlb":
         plot = args.plot or args.run_dir / "vlb_terms.png"
@@ -1183,7 +1173,7 @@ def _run_eval_nll(args: argparse.Namespace) -> int:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from scorelab.classifier import ClassifierConfig, train_classifier
+    from scorelab.runs.classifier import ClassifierConfig, train_classifier
 
     d = ClassifierConfig()
     cfg = ClassifierConfig(

@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from scorelab.build import build_data, build_image_data, is_image_model
+from scorelab.build import build_data, build_image_data
 from scorelab.data import load_dataset
 from scorelab.errors import CheckpointError, ScorelabError
+from scorelab.runs import is_image, kind_of, load_run
+from scorelab.runs.vae import VAERun, save_samples_picture
 
 IMAGE_METRICS = ("fd", "kid", "pr")
 VECTOR_METRICS = ("pr", "swd", "energy", "mmd")
@@ -46,16 +48,6 @@ class RunSummary:
     pictures: dict[str, Path] = field(default_factory=dict)
 
 
-def _kind(run) -> str:
-    cfg = run.config
-    if cfg.model.name == "vae":
-        m = cfg.model
-        return f"VAE ({m.decoder} decoder, latent {m.latent_dim}, beta {m.beta:g})"
-    schedule = f"{cfg.schedule.name} T={cfg.schedule.T}"
-    process = f"{cfg.sde.name} SDE" if cfg.sde is not None else schedule
-    return f"diffusion ({cfg.model.name}, {cfg.objective}, {process})"
-
-
 def _training_log(run_dir: Path) -> tuple[int | None, float | None]:
     """The last (step, seconds) of metrics.csv, or (None, None) without one."""
     try:
@@ -68,25 +60,20 @@ def _training_log(run_dir: Path) -> tuple[int | None, float | None]:
 
 def _draw(run, n: int, *, seed: int, steps: int) -> tuple[Tensor, int, float, str]:
     """n samples in batches of 500: (x, NFE per sample, seconds, sampler description)."""
-    vae = run.config.model.name == "vae"
-    steps = steps if vae else min(steps, run.schedule.default_steps)
+    options, sampler = run.preview(steps)  # diffusion: DDIM; VAE: decoded from the prior
     parts, nfe, start = [], 0, time.perf_counter()
     for i in range(0, n, 500):
-        size = min(500, n - i)
-        if vae:
-            x, result = run.sample(size, seed=seed + i)
-        else:
-            x, result = run.sample(size, seed=seed + i, sampler="ddim", steps=steps)
+        x, result = run.sample(min(500, n - i), seed=seed + i, **options)
         parts.append(x)
         nfe = result.nfe
     seconds = time.perf_counter() - start
-    return torch.cat(parts), nfe, seconds, "decoder (prior)" if vae else f"ddim, {steps} steps"
+    return torch.cat(parts), nfe, seconds, sampler
 
 
 def _nll_data(run, n: int, seed: int) -> Tensor:
     """Data to score: a fresh draw of a named 2-D dataset (seed + 1), else the first n."""
     cfg = run.config
-    if is_image_model(cfg.model):
+    if is_image(cfg):
         return build_image_data(cfg).x[:n]
     try:
         return load_dataset(cfg.data, n, seed=seed + 1)[:n]
@@ -95,20 +82,10 @@ def _nll_data(run, n: int, seed: int) -> Tensor:
 
 
 def _nll_rows(run, n: int, k: int, seed: int) -> list[dict]:
-    from scorelab.evaluation.nll import evaluate_nll
-    from scorelab.vae_run import evaluate_vae_nll
-
     data = _nll_data(run, n, seed)
-    if run.config.model.name == "vae":
-        reports = [
-            evaluate_vae_nll(run, data, method="elbo", seed=seed),
-            evaluate_vae_nll(run, data, method="iwae", k=k, seed=seed),
-        ]
-    else:
-        method = "vlb" if run.config.sde is None else "ode"
-        # the exact divergence costs one backward pass per dimension: Hutchinson on images
-        divergence = "hutchinson" if is_image_model(run.config.model) else "exact"
-        reports = [evaluate_nll(run, data, method=method, seed=seed, divergence=divergence)]
+    # the kind's own bounds: the VLB (schedule) or ODE (SDE) of a diffusion run; a VAE's ELBO
+    # and IWAE_k
+    reports = kind_of(run.config).nll(run, data, seed=seed, k=k)
     rows = []
     for r in reports:
         row = r.to_dict()
@@ -121,8 +98,6 @@ def _nll_rows(run, n: int, k: int, seed: int) -> list[dict]:
 
 
 def _picture(x: Tensor, path: Path, reference: Tensor | None, title: str) -> Path:
-    from scorelab.vae_run import save_samples_picture
-
     return save_samples_picture(x.detach().cpu(), path, reference, title)
 
 
@@ -131,8 +106,6 @@ def _safe(name: str) -> str:
 
 
 def _load_all(run_dirs: Sequence[Path]) -> list:
-    from scorelab.run import load_run
-
     if not run_dirs:
         raise ScorelabError("give at least one run directory")
     runs = []
@@ -145,10 +118,9 @@ def _load_all(run_dirs: Sequence[Path]) -> list:
         except ScorelabError as e:
             raise CheckpointError(f"cannot load {d}: {e}") from None
     datasets = {
-        (r.config.data, r.config.model.image_size if is_image_model(r.config.model) else 0)
-        for r in runs
+        (r.config.data, r.config.model.image_size if is_image(r.config) else 0) for r in runs
     }
-    images = {is_image_model(r.config.model) for r in runs}
+    images = {is_image(r.config) for r in runs}
     if len(datasets) > 1 or len(images) > 1:
         listing = ", ".join(f"{r.run_dir}: {r.config.data}" for r in runs)
         raise ScorelabError(
@@ -179,7 +151,7 @@ def compare_runs(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ScorelabError(f"cannot write to {out}: {e.strerror or e}") from None
-    images = is_image_model(runs[0].config.model)
+    images = is_image(runs[0].config)
     metrics = IMAGE_METRICS if images else VECTOR_METRICS
     reference = None if images else build_data(runs[0].config)[:2000]
     names = [r.run_dir.name or str(r.run_dir) for r in runs]
@@ -193,7 +165,7 @@ def compare_runs(
         steps_done, train_seconds = _training_log(run.run_dir)
         summary = RunSummary(
             name,
-            _kind(run),
+            kind_of(run.config).describe(run.config),
             sum(p.numel() for p in run.model.parameters()),
             steps_done if steps_done is not None else run.step,
             train_seconds,
@@ -209,7 +181,7 @@ def compare_runs(
         if n_nll > 0:
             log(f"{name}: NLL on {n_nll} examples")
             summary.nll = _nll_rows(run, n_nll, k, seed)
-        if run.config.model.name == "vae":
+        if isinstance(run, VAERun):  # the aggregate-posterior diagnostic
             from scorelab.evaluation.latent import prior_coverage
 
             mean, log_var = run.aggregate_posterior(seed)

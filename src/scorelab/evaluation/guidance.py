@@ -58,9 +58,9 @@ def save_sweep_scatter(
     sweep: list[tuple[float, Tensor, Tensor]], data: Tensor, path: Path, what: str
 ) -> Path:
     """A panel per scale: samples coloured by their requested class over the data (grey)."""
-    from scorelab.evaluation.plots import _limits, _save, plt
+    from scorelab.evaluation.plots import axis_limits, plt, save_figure
 
-    xlim, ylim = _limits(data, *(x for _, x, _ in sweep))
+    xlim, ylim = axis_limits(data, *(x for _, x, _ in sweep))
     fig, axes = plt.subplots(1, len(sweep), figsize=(3.2 * len(sweep), 3.4), squeeze=False)
     for ax, (scale, x, y) in zip(axes[0], sweep, strict=True):
         ax.scatter(data[:, 0], data[:, 1], s=1, color="0.8", linewidths=0)
@@ -69,7 +69,7 @@ def save_sweep_scatter(
         ax.set_xlim(xlim)
         ax.set_ylim(ylim)
         ax.set_aspect("equal")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 __all__ = ["guidance_sweep", "save_sweep_images", "save_sweep_scatter"]

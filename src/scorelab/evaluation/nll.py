@@ -79,12 +79,12 @@ def evaluate_nll(
     t0: float | None = None,
     batch_size: int = 1000,
 ) -> NLLReport:
-    """NLL of data (N, d) in data units under run (a scorelab.run.Run), by "vlb" or "ode".
+    """NLL of data (N, d) in data units under run (a scorelab.runs.Run), by "vlb" or "ode".
 
     Images (N, C, H, W) in [-1, 1]: the VLB with the discretized decoder (a discrete
     probability), or the ODE likelihood of uniformly dequantized data minus the bin's
     log-volume."""
-    if method not in METHODS or run.config.model.name == "vae":
+    if method not in METHODS or not hasattr(run, "eps_and_variance"):  # not a diffusion run
         raise ScorelabError(
             f"--nll {method}: a diffusion run takes --nll vlb or ode, a VAE run elbo or iwae"
         )
@@ -93,10 +93,9 @@ def evaluate_nll(
             f"--nll vlb is the bound of a discrete DDPM schedule; this run is on the "
             f"{run.config.sde.name} SDE (continuous time): use --nll ode"
         )
-    images = run.config.model.name == "unet"
+    images = len(run.shape) == 3  # (C, H, W)
     if images:  # 8-bit images: the VLB's discretized decoder, or the ODE on dequantized data
-        c, size = run.config.model.in_channels, run.config.model.image_size
-        shape = (c, size, size)
+        shape = tuple(run.shape)
         if tuple(data.shape[1:]) != shape:
             raise ScorelabError(
                 f"the images have shape {tuple(data.shape[1:])}; the run's model makes {shape}"

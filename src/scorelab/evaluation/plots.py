@@ -13,14 +13,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
-def _limits(*xs: Tensor, margin: float = 0.1) -> tuple[tuple[float, float], tuple[float, float]]:
+def axis_limits(
+    *xs: Tensor, margin: float = 0.1
+) -> tuple[tuple[float, float], tuple[float, float]]:
     lo = min(float(x[:, :2].min()) for x in xs)
     hi = max(float(x[:, :2].max()) for x in xs)
     pad = (hi - lo) * margin
     return (lo - pad, hi + pad), (lo - pad, hi + pad)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -32,7 +34,7 @@ def _save(fig, path: Path) -> Path:
 
 def scatter_vs_data(samples: Tensor, data: Tensor, path: Path, title: str = "") -> Path:
     """Data and samples side by side on the same fixed axes (first two coordinates)."""
-    xlim, ylim = _limits(samples, data)
+    xlim, ylim = axis_limits(samples, data)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
     for ax, pts, name, color in (
         (axes[0], data, "data", "tab:blue"),
@@ -45,12 +47,12 @@ def scatter_vs_data(samples: Tensor, data: Tensor, path: Path, title: str = "") 
         ax.set_aspect("equal")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def trajectory_panels(frames: Sequence[tuple[float, Tensor]], path: Path) -> Path:
     """The denoising trajectory x_t at a few times, from noise (t = T) to data (t = 0)."""
-    xlim, ylim = _limits(*(x for _, x in frames))
+    xlim, ylim = axis_limits(*(x for _, x in frames))
     fig, axes = plt.subplots(1, len(frames), figsize=(2.6 * len(frames), 2.8))
     for ax, (t, x) in zip(axes, frames, strict=True):
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, linewidths=0, color="tab:purple")
@@ -60,7 +62,7 @@ def trajectory_panels(frames: Sequence[tuple[float, Tensor]], path: Path) -> Pat
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_curve(metrics_csv: Path, path: Path) -> Path:
@@ -79,7 +81,7 @@ def loss_curve(metrics_csv: Path, path: Path) -> Path:
     ax2.plot(steps, [float(r["lr"]) for r in rows], lw=1, color="tab:gray", ls="--")
     ax2.set_ylabel("learning rate", color="tab:gray")
     ax.set_title("training loss")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def vlb_breakdown(per_t_nats: Sequence[float], path: Path, title: str = "") -> Path:
@@ -94,7 +96,7 @@ def vlb_breakdown(per_t_nats: Sequence[float], path: Path, title: str = "") -> P
     ax.set_ylabel("mean term (nats, model units)")
     ax.set_title(title or "VLB per step")
     ax.legend(title=f"$L_0$ = {l0:.3g}, $L_T$ = {lT:.3g}", loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def guidance_tradeoff(
@@ -117,4 +119,4 @@ def guidance_tradeoff(
     for ax in (left, right):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

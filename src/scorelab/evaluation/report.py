@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from scorelab.build import build_data, build_image_data, is_image_model
+from scorelab.build import build_data, build_image_data
 from scorelab.data import is_image_source, load_dataset, load_images
 from scorelab.errors import ScorelabError
 from scorelab.evaluation.features import (
@@ -33,6 +33,7 @@ from scorelab.evaluation.metrics import (
     precision_recall,
     sliced_wasserstein,
 )
+from scorelab.runs import is_image
 
 METRICS = ("fd", "kid", "pr", "swd", "energy", "mmd", "fid")
 DEFAULT_METRICS = ("fd", "kid", "pr", "swd")
@@ -89,7 +90,7 @@ def evaluate_metrics(
     if n < 2:
         raise ScorelabError(f"--n must be >= 2, got {n}")
     cfg = run.config
-    images = is_image_model(cfg.model)
+    images = is_image(cfg)
     if "fid" in metrics and not images:
         raise ScorelabError("fid applies to image runs only")
     inception = inception_features(inception_weights) if "fid" in metrics else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from scorelab.nn.embedding import TimeEmbedding
-from scorelab.nn.unet import ResBlock, _norm
+from scorelab.nn.unet import ResBlock, group_norm
 
 
 class EncoderClassifier(nn.Module):
@@ -39,7 +39,7 @@ class EncoderClassifier(nn.Module):
             if level < len(channel_mult) - 1:
                 layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
         self.blocks = nn.ModuleList(layers)
-        self.head = nn.Sequential(_norm(c), nn.SiLU())
+        self.head = nn.Sequential(group_norm(c), nn.SiLU())
         self.out = nn.Linear(c, classes)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from scorelab.nn.embedding import LabelEmbedding, TimeEmbedding
 
 
-def _norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> nn.GroupNorm:
     # 32 groups as in DDPM when the width allows it; fewer for the narrow nets of tests
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
@@ -25,9 +25,9 @@ def _norm(channels: int) -> nn.GroupNorm:
 class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, temb: int, dropout: float) -> None:
         super().__init__()
-        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm1, self.conv1 = group_norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
         self.temb = nn.Linear(temb, c_out)
-        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2, self.conv2 = group_norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.act = nn.SiLU()
@@ -44,7 +44,7 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.norm = _norm(channels)
+        self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
 
@@ -123,7 +123,7 @@ class UNet(nn.Module):
                 )
                 res *= 2
         out_channels = in_channels if out_channels is None else out_channels
-        self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1))
+        self.out = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1))
         # start as the zero function, as DDPM does: the first losses are those of predicting 0
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)

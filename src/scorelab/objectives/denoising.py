@@ -14,7 +14,7 @@ from torch import Tensor
 
 from scorelab._tensor import flat_mean, randn_like
 from scorelab.processes.ddpm import q_sample
-from scorelab.processes.parameterization import _check, target
+from scorelab.processes.parameterization import check_prediction, target
 from scorelab.typing import ModelFn, Prediction, Schedule
 
 
@@ -37,7 +37,7 @@ def diffusion_loss(
     t: Tensor | None = None,
 ) -> Tensor:
     """|| target - model(x_t, t) ||^2 averaged over dims, (B,); target = eps, x0, v or score."""
-    _check(prediction)
+    check_prediction(prediction)
     if t is None:
         t = sample_timesteps(schedule, x0.shape[0], generator=generator, device=x0.device)
     eps = randn_like(x0, generator)

@@ -24,7 +24,7 @@ from scorelab.errors import ScorelabError
 from scorelab.typing import PREDICTIONS, EpsFn, ModelFn, Prediction, Schedule, ScoreFn
 
 
-def _check(kind: str) -> None:
+def check_prediction(kind: str) -> None:
     if kind not in PREDICTIONS:
         raise ScorelabError(f"unknown prediction {kind!r}; choose one of: {', '.join(PREDICTIONS)}")
 
@@ -40,7 +40,7 @@ def _a_sigma(alpha_bar: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor] | tu
 
 def to_eps(pred: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """The eps that a prediction of the given kind implies at x_t."""
-    _check(kind)
+    check_prediction(kind)
     a, sigma = _a_sigma(alpha_bar, x_t)
     if kind == "eps":
         return pred
@@ -53,7 +53,7 @@ def to_eps(pred: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor | floa
 
 def from_eps(eps: Tensor, kind: Prediction, x_t: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """The prediction of the given kind that an eps implies at x_t."""
-    _check(kind)
+    check_prediction(kind)
     a, sigma = _a_sigma(alpha_bar, x_t)
     if kind == "eps":
         return eps
@@ -73,7 +73,7 @@ def convert(
 
 def target(kind: Prediction, x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
     """The regression target for kind, given the clean x0 and the noise eps that made x_t."""
-    _check(kind)
+    check_prediction(kind)
     a, sigma = _a_sigma(alpha_bar, x0)
     return from_eps(eps, kind, a * x0 + sigma * eps, alpha_bar)
 
@@ -89,7 +89,7 @@ def as_eps_fn(model_fn: ModelFn, schedule: Schedule, prediction: Prediction = "e
     For an SDE the conversion runs in the VP view x~ = c x (eps and x0 are the same there, v is
     defined there); a score prediction is grad_x log p_t, which is c grad_x~ log p~_t.
     """
-    _check(prediction)
+    check_prediction(prediction)
     if prediction == "eps":
         return model_fn
 

@@ -1,4 +1,4 @@
-"""The VAE baseline as a run directory: trained by the same Trainer, loaded back, sampled, scored.
+"""The VAE baseline as a kind of run: trained by the same Trainer, loaded back, sampled, scored.
 
 A VAE run has the layout of a diffusion run (config.json, checkpoints, metrics.csv); its
 config says model.name = "vae" and objective = "elbo". Vectors are normalized as a diffusion
@@ -16,21 +16,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from scorelab.build import build_data, build_image_data, build_vae, is_image_model, normalizer_of
+from scorelab.build import build_data, build_image_data, build_vae, normalizer_of
 from scorelab.config import RunConfig
 from scorelab.data import Normalizer, check_array, is_image_source
 from scorelab.errors import DataError, ScorelabError
-from scorelab.evaluation.latent import aggregate_posterior, sample_aggregate_posterior
-from scorelab.evaluation.nll import NLLReport
 from scorelab.likelihood import dequantize
 from scorelab.nn.vae import VAE
 from scorelab.objectives.vae import elbo, iwae_bound, sample_vae, vae_loss
+from scorelab.runs.base import CHECKPOINT, IDENTITY, fit_run, prepare_dir
 from scorelab.samplers import SampleResult
+from scorelab.training.checkpoint import load_state_dict_checked
 from scorelab.training.trainer import Trainer, TrainResult
+
+if TYPE_CHECKING:
+    from scorelab.evaluation.nll import NLLReport
 
 VAE_METHODS = ("elbo", "iwae")
 LATENTS = ("prior", "aggregate")
@@ -75,10 +79,8 @@ def train_vae(
     log: Callable[[str], None] = print,
     pictures: bool = True,
 ) -> TrainResult:
-    """scorelab.run.train for --model vae: the negative beta-ELBO per example as the loss."""
-    from scorelab.run import IDENTITY, _prepare_dir, fit_run
-
-    _prepare_dir(out)
+    """scorelab.runs.train for --model vae: the negative beta-ELBO per example as the loss."""
+    prepare_dir(out)
     cfg.train.validate()
     if cfg.data is None:
         raise ScorelabError("--data is required for --model vae")
@@ -86,7 +88,7 @@ def train_vae(
         image_set = build_image_data(cfg)
         log(f"data: {image_set.note}, images {tuple(image_set.image_shape)}")
         data = image_set.x
-        cfg = resolve_vae_config(cfg, image_set.image_shape, 0)
+        cfg = VAE_KIND.resolve(cfg, image_shape=image_set.image_shape, dim=0)
         if cfg.model.decoder == "bernoulli" and not ((data == -1) | (data == 1)).all():
             raise DataError(
                 f"--decoder bernoulli needs binary images; {cfg.data} has grey levels "
@@ -96,7 +98,7 @@ def train_vae(
             cfg = cfg.replace(normalizer=IDENTITY.to_dict())
     else:
         data = check_array(build_data(cfg), cfg.data)
-        cfg = resolve_vae_config(cfg, None, data.shape[1])
+        cfg = VAE_KIND.resolve(cfg, image_shape=None, dim=data.shape[1])
         if cfg.normalizer is None:
             cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
     torch.manual_seed(cfg.train.seed)  # the initial weights
@@ -124,7 +126,7 @@ def write_vae_pictures(cfg: RunConfig, ema_state: dict[str, Tensor], out: Path, 
     model.load_state_dict({k: v.detach().cpu() for k, v in ema_state.items()})
     model.eval()
     run = VAERun(out, cfg, model, normalizer_of(cfg), 0)
-    images = is_image_model(cfg.model)
+    images = VAE_KIND.is_image(cfg)
     reference = None if images else build_data(cfg)[: max(n, 2000)]
     for latents, name in (("prior", "samples.png"), ("aggregate", "samples_aggregate.png")):
         x, _ = run.sample(n if images else 2000, latents=latents)
@@ -144,24 +146,34 @@ def save_samples_picture(x: Tensor, path: Path, reference: Tensor | None, title:
 
 @dataclass
 class VAERun:
-    """A trained VAE loaded back, with the interface of scorelab.run.Run that sampling, metrics
-    and the report use; sample() decodes one latent per example (1 NFE)."""
+    """A trained VAE loaded back, with the interface of scorelab.runs.diffusion.Run that
+    sampling, metrics and the report use; sample() decodes one latent per example (1 NFE)."""
 
     run_dir: Path
     config: RunConfig
     model: VAE
     normalizer: Normalizer
     step: int
-    schedule: None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one example: (C, H, W) for images, (dim,) for vectors."""
+        return tuple(self.model.shape)
+
+    def preview(self, steps: int = 50) -> tuple[dict, str]:
+        """How previews (compare) sample: the decoder at z ~ p(z); there are no steps."""
+        return {}, "decoder (prior)"
 
     def training_data(self) -> Tensor:
         """The run's training data in model units."""
-        if is_image_model(self.config.model):
+        if VAE_KIND.is_image(self.config):
             return build_image_data(self.config).x
         return self.normalizer.encode(build_data(self.config))
 
     def aggregate_posterior(self, seed: int = 0) -> tuple[Tensor, Tensor]:
         """The components (mean, log_var) of q(z) over up to AGGREGATE_N training examples."""
+        from scorelab.evaluation.latent import aggregate_posterior
+
         data = self.training_data()
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
         return aggregate_posterior(self.model, data[pick[:AGGREGATE_N]])
@@ -190,24 +202,12 @@ class VAERun:
         generator = torch.Generator().manual_seed(seed)
         z = None
         if latents == "aggregate":
+            from scorelab.evaluation.latent import sample_aggregate_posterior
+
             mean, log_var = self.aggregate_posterior(seed)
             z = sample_aggregate_posterior(mean, log_var, n, generator=generator)
         x = sample_vae(self.model, n, generator=generator, z=z)
         return self.normalizer.decode(x), SampleResult(x, nfe=1)
-
-
-def load_vae_run(run_dir: Path, cfg: RunConfig, state: dict[str, Tensor], step: int, what: str):
-    """A VAERun from a checkpoint's config and weights."""
-    from scorelab.training.checkpoint import load_state_dict_checked
-
-    model = build_vae(cfg.model)
-    load_state_dict_checked(model, state, what)
-    model.eval()
-    return VAERun(run_dir, cfg, model, normalizer_of(cfg), step)
-
-
-def is_vae_run(run) -> bool:
-    return run.config.model.name == "vae"
 
 
 @torch.no_grad()
@@ -226,6 +226,8 @@ def evaluate_vae_nll(
     logistic and bernoulli decoders give a discrete probability P(x) directly; the Gaussian
     decoder's density is uniformly dequantized (as the diffusion likelihoods are), giving
     -log P(x) <= -log p(y) - d log(2/255)."""
+    from scorelab.evaluation.nll import NLLReport
+
     if method not in VAE_METHODS:
         raise ScorelabError(
             f"--nll {method} is a diffusion likelihood; a VAE run takes --nll elbo or iwae"
@@ -241,7 +243,7 @@ def evaluate_vae_nll(
     if not torch.isfinite(data).all():
         raise ScorelabError("the data holds NaN or infinite values")
     generator = torch.Generator().manual_seed(seed)
-    images = is_image_model(run.config.model)
+    images = VAE_KIND.is_image(run.config)
     dequantized = images and run.model.likelihood == "gaussian"
     dim = data[0].numel()
     x = run.normalizer.encode(data.to(torch.float32))
@@ -274,3 +276,60 @@ def evaluate_vae_nll(
     return NLLReport(
         method, float(nll.mean()), stderr, n, dim, seconds, nfe=None, settings=settings
     )
+
+
+class VAEKind:
+    """The VAE baseline (--model vae): the same run directory, its own loss and sampler."""
+
+    name = "vae"
+    models = ("vae",)
+    nll_methods = VAE_METHODS
+    config_type = RunConfig
+
+    def owns(self, config: dict[str, Any]) -> bool:
+        return "objective" in config and (config.get("model") or {}).get("name") == "vae"
+
+    def resolve(
+        self, cfg: RunConfig, *, image_shape: tuple[int, int, int] | None, dim: int
+    ) -> RunConfig:
+        return resolve_vae_config(cfg, image_shape, dim)
+
+    def train(
+        self,
+        cfg: RunConfig,
+        out: Path,
+        tensors: dict[str, Tensor] | None,
+        meta: dict | None,
+        *,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+        pictures: bool = True,
+    ) -> TrainResult:
+        return train_vae(cfg, out, tensors, meta, progress=progress, log=log, pictures=pictures)
+
+    def load(
+        self, run_dir: Path, cfg: RunConfig, state: dict[str, Tensor], meta: dict, *, weights: str
+    ) -> VAERun:
+        model = build_vae(cfg.model)
+        load_state_dict_checked(model, state, f"the {weights} weights in {run_dir / CHECKPOINT}")
+        model.eval()
+        return VAERun(run_dir, cfg, model, normalizer_of(cfg), int(meta["step"]))
+
+    def is_image(self, cfg: RunConfig) -> bool:
+        return cfg.model.image_size > 0
+
+    def describe(self, cfg: RunConfig) -> str:
+        m = cfg.model
+        return f"VAE ({m.decoder} decoder, latent {m.latent_dim}, beta {m.beta:g})"
+
+    def nll(
+        self, run: VAERun, data: Tensor, *, methods=None, seed: int = 0, k: int = 64, **options
+    ) -> list[NLLReport]:
+        """-ELBO and -IWAE_k (None: both, as compare shows them); other options are the
+        diffusion likelihoods' and do not apply."""
+        return [
+            evaluate_vae_nll(run, data, method=m, k=k, seed=seed) for m in methods or VAE_METHODS
+        ]
+
+
+VAE_KIND = VAEKind()

@@ -1,24 +1,24 @@
-"""A run directory: train into it, resume it, and load it back for sampling.
+"""The diffusion kind of run: train a denoiser or score model into a run directory, and load
+it back for sampling, guidance and likelihoods.
 
-RUN_DIR/config.json         the resolved RunConfig (also inside every checkpoint)
-RUN_DIR/checkpoint.safetensors, checkpoint.prev.safetensors   raw + EMA weights, state
-RUN_DIR/metrics.csv         step, loss, grad_norm, lr, bad_steps, seconds
+RUN_DIR/config.json, checkpoint.safetensors, metrics.csv   as every kind (scorelab.runs.base)
 RUN_DIR/samples.png, trajectory.gif, trajectory_strip.png   image runs: EMA samples
+RUN_DIR/langevin_samples.npy                                tsm without --data: its data
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from scorelab.build import (
+    MODELS,
     build_data,
     build_eps_and_variance,
     build_eps_fn,
@@ -33,12 +33,11 @@ from scorelab.build import (
     resolve_objective,
     sample_shape,
 )
-from scorelab.classifier import NoisyClassifier, load_classifier
-from scorelab.config import RunConfig, apply_overrides, config_differences
+from scorelab.config import RunConfig
 from scorelab.data import Normalizer, check_array, is_image_source, load_dataset_labels
 from scorelab.data.arrays import load_labels
 from scorelab.data.images import random_hflip
-from scorelab.errors import CheckpointError, DataError, ScorelabError
+from scorelab.errors import DataError, ScorelabError
 from scorelab.guidance import classifier_free_guided, classifier_guided, conditional
 from scorelab.objectives import (
     DENOISING_OBJECTIVES,
@@ -51,81 +50,30 @@ from scorelab.objectives import (
 )
 from scorelab.processes import SDE, DiscreteSchedule
 from scorelab.processes.ddpm import Variance, VarianceFn
+from scorelab.runs.base import CHECKPOINT, IDENTITY, fit_run, prepare_dir
+from scorelab.runs.classifier import NoisyClassifier, load_classifier
 from scorelab.samplers import SampleResult, sample
-from scorelab.training.checkpoint import (
-    CHECKPOINT,
-    atomic_write_bytes,
-    load_state_dict_checked,
-    read_checkpoint,
-)
+from scorelab.training.checkpoint import atomic_write_bytes, load_state_dict_checked
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import CondEpsFn, EpsFn
 
-CONFIG = "config.json"
 LANGEVIN_SAMPLES = "langevin_samples.npy"  # tsm without --data: the samples trained on
-# keys a resumed run may change: the total step count and how often it logs/saves
-RESUMABLE_KEYS = ("train.steps", "train.max_seconds", "train.ckpt_every", "train.log_every")
-# speed settings and pictures, which do not change what is learned, may change on resume too
-RESUMABLE_KEYS += ("train.sample_every", "train.precision", "train.compile", "train.channels_last")
-RESUMABLE_KEYS += ("train.deterministic",)
-# and the split of the batch, so a run can move between 1 process x N micro-batches and N ranks
-RESUMABLE_KEYS += ("train.micro_batches",)
-# images live in [-1, 1] already: the model sees them as they are
-IDENTITY = Normalizer((0.0,), 1.0)
 
 
-def _prepare_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"  # one per process: ranks probe at once
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ScorelabError(f"cannot write to {out}: {e.strerror or e}") from None
-
-
-def resolve_resume(stored: RunConfig, overrides: dict[str, object]) -> RunConfig:
-    """The stored config with the allowed overrides; other differences are an error."""
-    changed = apply_overrides(stored, overrides)
-    diffs = [
-        d
-        for d in config_differences(stored.to_dict(), changed.to_dict())
-        if not d.startswith(RESUMABLE_KEYS)
-    ]
-    if diffs:
-        raise CheckpointError(
-            "the run's stored config does not match the flags given to --resume: "
-            + "; ".join(diffs)
-            + " (stored vs given)"
-        )
-    return changed
-
-
-def train(
+def train_diffusion(
     cfg: RunConfig,
-    out: Path | str,
+    out: Path,
+    tensors: dict[str, Tensor] | None = None,
+    meta: dict | None = None,
     *,
-    resume_overrides: dict[str, object] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     pictures: bool = True,
 ) -> TrainResult:
-    """Train a diffusion model into run dir out; with resume_overrides, continue it exactly."""
+    """Train a diffusion model into run dir out; with a checkpoint's tensors and meta (and its
+    config), continue it exactly."""
     out = Path(out)
-    checkpoint = out / CHECKPOINT
-    tensors, meta = None, None
-    if resume_overrides is not None:
-        if not checkpoint.is_file():
-            raise CheckpointError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINT})")
-        tensors, meta = read_checkpoint(checkpoint)
-        cfg = resolve_resume(RunConfig.from_dict(meta["config"]), resume_overrides)
-    elif checkpoint.is_file():
-        raise ScorelabError(f"{out} already holds a run; pass --resume or choose another --out")
-    if cfg.model.name == "vae":  # the VAE baseline: same Trainer and run dir, its own loss
-        from scorelab.vae_run import train_vae
-
-        return train_vae(cfg, out, tensors, meta, progress=progress, log=log, pictures=pictures)
-    _prepare_dir(out)
+    prepare_dir(out)
     cfg = resolve_objective(cfg)
     cfg.train.validate()
     target = build_target(cfg) if cfg.objective == "tsm" else None
@@ -133,7 +81,7 @@ def train(
         if target is None:
             raise ScorelabError("--data is required (only --objective tsm can do without it)")
         cfg = cfg.replace(data=str(_langevin_data(cfg, target, out, log)))
-    if resume_overrides is not None and cfg.train.t_sampling != "uniform":
+    if tensors is not None and cfg.train.t_sampling != "uniform":
         raise ScorelabError(
             "resuming a run with --t-sampling second-moment is not supported: the sampler's "
             "loss history is not checkpointed"
@@ -145,13 +93,12 @@ def train(
         data, labels = image_set.x, image_set.labels
         if cfg.labels is not None:
             labels = load_labels(cfg.labels, data.shape[0])
-        cfg = cfg.replace(model=check_image_model(cfg.model, image_set.image_shape))
+        cfg = fit_model_to_data(cfg, image_set.image_shape, 0)
         if cfg.normalizer is None:
             cfg = cfg.replace(normalizer=IDENTITY.to_dict())
     else:
-        if cfg.model.name == "unet":
-            raise DataError(f"--model unet takes images; {cfg.data} is vector data (use mlp)")
         data = check_array(build_data(cfg), cfg.data)
+        cfg = fit_model_to_data(cfg, None, data.shape[1])
         labels = None
         if cfg.conditional or cfg.labels is not None:
             labels = load_dataset_labels(
@@ -159,8 +106,6 @@ def train(
             )
         if cfg.normalizer is None:
             cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
-        if cfg.model.dim != data.shape[1]:
-            cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=data.shape[1]))
     cfg = resolve_conditioning(cfg, labels)
     if target is not None and cfg.score.tsm_scale is None:
         clean = normalizer_of(cfg).encode_score(target)
@@ -186,45 +131,23 @@ def train(
 
     return fit_run(
         cfg, model, loss_fn, normalizer_of(cfg).encode(data), out, tensors, meta,
-        resumed_from=checkpoint, progress=progress, log=log,
+        resumed_from=out / CHECKPOINT, progress=progress, log=log,
         write_samples=write_samples if images and pictures else None,
         labels=labels if cfg.conditional else None,
     )  # fmt: skip
 
 
-def fit_run(
-    cfg: RunConfig,
-    model: nn.Module,
-    loss_fn: Callable[..., Tensor],
-    data: Tensor,
-    out: Path,
-    tensors: dict[str, Tensor] | None,
-    meta: dict | None,
-    *,
-    resumed_from: Path | str,
-    progress: bool,
-    log: Callable[[str], None],
-    write_samples: Callable[[Trainer], None] | None = None,
-    labels: Tensor | None = None,
-) -> TrainResult:
-    """The part every kind of run shares: a Trainer on the (encoded) data, restored from a
-    checkpoint when one is given, config.json written by rank 0, the fit, and the pictures
-    at the end when none were written on the way (sample_every 0)."""
-    trainer = Trainer(
-        model, loss_fn, data, cfg.train, out, cfg.to_dict(), progress=progress,
-        on_sample=write_samples, labels=labels,
-    )  # fmt: skip
-    if tensors is not None and meta is not None:
-        trainer.restore(tensors, meta, str(resumed_from))
-        log(f"resumed from {resumed_from} at step {trainer.step}")
-        if trainer.step >= cfg.train.steps:
-            log(f"the run is already at step {trainer.step} of {cfg.train.steps}; nothing to do")
-    if trainer.rank == 0:
-        atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
-    result = trainer.fit()
-    if write_samples is not None and trainer.rank == 0 and cfg.train.sample_every == 0:
-        write_samples(trainer)
-    return result
+def fit_model_to_data(
+    cfg: RunConfig, image_shape: tuple[int, int, int] | None, dim: int
+) -> RunConfig:
+    """The network fitted to its data: the U-Net to the images' shape, the MLP to dim."""
+    if image_shape is not None:
+        return cfg.replace(model=check_image_model(cfg.model, image_shape))
+    if cfg.model.name == "unet":
+        raise DataError(f"--model unet takes images; {cfg.data} is vector data (use mlp)")
+    if cfg.model.dim != dim:
+        cfg = cfg.replace(model=dataclasses.replace(cfg.model, dim=dim))
+    return cfg
 
 
 def resolve_conditioning(cfg: RunConfig, labels: Tensor | None) -> RunConfig:
@@ -405,6 +328,16 @@ class Run:
         return build_eps_and_variance(self.model, self.config, self.schedule)[0]
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one example: (C, H, W) for images, (dim,) for vectors."""
+        return sample_shape(self.config.model, 1)[1:]
+
+    def preview(self, steps: int = 50) -> tuple[dict, str]:
+        """How previews (compare) sample: DDIM with at most `steps` steps."""
+        steps = min(steps, self.schedule.default_steps)
+        return {"sampler": "ddim", "steps": steps}, f"ddim, {steps} steps"
+
+    @property
     def num_classes(self) -> int:
         """Classes of a conditional run (labels 0..num_classes - 1); 0 if unconditional."""
         return self.config.model.num_classes
@@ -508,7 +441,7 @@ class Run:
             **options,
         )
         x = self.normalizer.decode(result.x)
-        if self.config.model.name == "unet":
+        if DIFFUSION.is_image(self.config):
             x = x.clamp(-1, 1)  # images: the data's range, as DDPM clips its final samples
         return x, result
 
@@ -519,25 +452,82 @@ def _check_label(y: int | Tensor, num_classes: int) -> None:
         raise ScorelabError(f"--class must be in 0..{num_classes - 1}, got {y.tolist()}")
 
 
-def load_run(run_dir: Path | str, *, weights: str = "ema") -> Run:
-    """Rebuild a run's model from its checkpoint's config; EMA weights by default (a VAE run
-    comes back as a scorelab.vae_run.VAERun, which samples and evaluates the same way)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {run_dir} does not exist")
-    if weights not in ("ema", "raw"):
-        raise ScorelabError("weights must be 'ema' or 'raw'")
-    prefix = "ema/" if weights == "ema" else "model/"
-    tensors, meta = read_checkpoint(run_dir / CHECKPOINT, prefixes=(prefix,))
-    cfg = RunConfig.from_dict(meta["config"])
-    state = {k[len(prefix) :]: v for k, v in tensors.items()}
-    if cfg.model.name == "vae":
-        from scorelab.vae_run import load_vae_run
+class DiffusionKind:
+    """Diffusion models: a network on a discrete schedule or an SDE, sampled by any sampler."""
 
-        what = f"the {weights} weights in {run_dir / CHECKPOINT}"
-        return load_vae_run(run_dir, cfg, state, int(meta["step"]), what)  # type: ignore[return-value]
-    schedule = build_process(cfg)
-    model = build_model_for(cfg, schedule)
-    load_state_dict_checked(model, state, f"the {weights} weights in {run_dir / CHECKPOINT}")
-    model.eval()
-    return Run(run_dir, cfg, model, schedule, normalizer_of(cfg), int(meta["step"]))
+    name = "diffusion"
+    models = tuple(MODELS)  # mlp (vectors), unet (images)
+    nll_methods = ("vlb", "ode")
+    config_type = RunConfig
+
+    def owns(self, config: dict[str, Any]) -> bool:
+        return "objective" in config and (config.get("model") or {}).get("name") in self.models
+
+    def resolve(
+        self, cfg: RunConfig, *, image_shape: tuple[int, int, int] | None, dim: int
+    ) -> RunConfig:
+        return fit_model_to_data(resolve_objective(cfg), image_shape, dim)
+
+    def train(
+        self,
+        cfg: RunConfig,
+        out: Path,
+        tensors: dict[str, Tensor] | None,
+        meta: dict | None,
+        *,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+        pictures: bool = True,
+    ) -> TrainResult:
+        return train_diffusion(
+            cfg, out, tensors, meta, progress=progress, log=log, pictures=pictures
+        )
+
+    def load(
+        self, run_dir: Path, cfg: RunConfig, state: dict[str, Tensor], meta: dict, *, weights: str
+    ) -> Run:
+        schedule = build_process(cfg)
+        model = build_model_for(cfg, schedule)
+        load_state_dict_checked(model, state, f"the {weights} weights in {run_dir / CHECKPOINT}")
+        model.eval()
+        return Run(run_dir, cfg, model, schedule, normalizer_of(cfg), int(meta["step"]))
+
+    def is_image(self, cfg: RunConfig) -> bool:
+        return cfg.model.name == "unet"
+
+    def describe(self, cfg: RunConfig) -> str:
+        schedule = f"{cfg.schedule.name} T={cfg.schedule.T}"
+        process = f"{cfg.sde.name} SDE" if cfg.sde is not None else schedule
+        return f"diffusion ({cfg.model.name}, {cfg.objective}, {process})"
+
+    def nll(
+        self,
+        run: Run,
+        data: Tensor,
+        *,
+        methods=None,
+        seed: int = 0,
+        divergence: str | None = None,
+        **options,
+    ) -> list:
+        """The VLB or the ODE likelihood (None: the one compare shows, the VLB on a schedule
+        and the ODE on an SDE); divergence None: exact on vectors, Hutchinson on images, whose
+        exact divergence costs a backward pass per dimension. k is the VAE's and unused."""
+        from scorelab.evaluation.nll import evaluate_nll
+
+        for method in methods or ():
+            if method not in self.nll_methods:
+                raise ScorelabError(
+                    f"--nll {method} is a VAE bound; this is a diffusion run: use --nll vlb or ode"
+                )
+        if divergence is None:
+            divergence = "hutchinson" if self.is_image(run.config) else "exact"
+        options = {k: v for k, v in options.items() if k in ("probes", "rtol", "atol", "t0")}
+        methods = methods or ("vlb" if run.config.sde is None else "ode",)
+        return [
+            evaluate_nll(run, data, method=m, seed=seed, divergence=divergence, **options)
+            for m in methods
+        ]
+
+
+DIFFUSION = DiffusionKind()

@@ -1,4 +1,5 @@
-"""Noise-aware classifiers p_phi(y | x_t, t) for classifier guidance (Dhariwal & Nichol 2021).
+"""The noise-aware classifier p_phi(y | x_t, t) as a kind of run, for classifier guidance
+(Dhariwal & Nichol 2021); its networks live in scorelab.nn.
 
 CLS_DIR/config.json               the resolved ClassifierConfig (also in the checkpoint)
 CLS_DIR/checkpoint.safetensors    raw + EMA weights (the Trainer's), EMA used for guidance
@@ -37,16 +38,11 @@ from scorelab.nn import MLP, EncoderClassifier
 from scorelab.objectives import classifier_loss
 from scorelab.processes import DiscreteSchedule
 from scorelab.processes.ddpm import q_sample
-from scorelab.training.checkpoint import (
-    CHECKPOINT,
-    atomic_write_bytes,
-    load_state_dict_checked,
-    read_checkpoint,
-)
+from scorelab.runs.base import CHECKPOINT, CONFIG, IDENTITY, prepare_dir, read_stored
+from scorelab.training.checkpoint import atomic_write_bytes, load_state_dict_checked
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import ClassifierFn
 
-CONFIG = "config.json"
 ACCURACY = "accuracy.md"
 
 
@@ -100,16 +96,13 @@ def _load_data(cfg: ClassifierConfig) -> tuple[ClassifierConfig, Tensor, Tensor]
         x, labels = images.x, images.labels
         if cfg.labels is not None:
             labels = load_labels(cfg.labels, x.shape[0])
-        c, h, _ = images.image_shape
-        model = dataclasses.replace(cfg.model, name="unet", in_channels=c, image_size=h)
-        cfg = dataclasses.replace(cfg, model=model, normalizer={"shift": [0.0], "scale": 1.0})
+        cfg = CLASSIFIER.resolve(cfg, image_shape=images.image_shape, dim=0)
     else:
         x = check_array(load_dataset(cfg.data, cfg.n_data, seed=cfg.train.seed), cfg.data)
         labels = load_dataset_labels(cfg.data, cfg.n_data, seed=cfg.train.seed, labels=cfg.labels)
         if cfg.normalizer is None:  # as `train` fits it: the same data give the same units
             cfg = dataclasses.replace(cfg, normalizer=Normalizer.fit(x).to_dict())
-        model = dataclasses.replace(cfg.model, name="mlp", dim=x.shape[1])
-        cfg = dataclasses.replace(cfg, model=model)
+        cfg = CLASSIFIER.resolve(cfg, image_shape=None, dim=x.shape[1])
         x = Normalizer.from_dict(cfg.normalizer).encode(x)
     if labels is None:
         raise DataError(
@@ -176,12 +169,26 @@ class NoisyClassifier:
     schedule: DiscreteSchedule
 
     @property
+    def run_dir(self) -> Path:
+        return self.cls_dir
+
+    @property
     def num_classes(self) -> int:
         return self.config.num_classes
 
     @property
     def classifier_fn(self) -> ClassifierFn:
         return lambda x, t: self.model(x, t)
+
+    def sample(self, n: int, **options) -> Any:
+        """A classifier guides a run's samples and draws none itself: a one-line error."""
+        raise ScorelabError(
+            f"{self.cls_dir} holds a noise-aware classifier, which does not sample: pass it to "
+            f"a run's sampling with --classifier {self.cls_dir}"
+        )
+
+    def preview(self, steps: int = 50) -> Any:
+        return self.sample(0)
 
     def check_matches(self, run: Any) -> None:
         """Raise unless run (a Run) diffuses in the same process and units as the classifier."""
@@ -217,10 +224,7 @@ def train_classifier(
     out = Path(out)
     if (out / CHECKPOINT).is_file():
         raise ScorelabError(f"{out} already holds a checkpoint; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ScorelabError(f"cannot write to {out}: {e.strerror or e}") from None
+    prepare_dir(out)
     cfg.train.validate()
     cfg, x, labels = _load_data(cfg)
     schedule = build_schedule(cfg.schedule)
@@ -262,19 +266,82 @@ def load_classifier(cls_dir: Path | str) -> NoisyClassifier:
     cls_dir = Path(cls_dir)
     if not cls_dir.is_dir():
         raise CheckpointError(f"classifier directory {cls_dir} does not exist")
-    tensors, meta = read_checkpoint(cls_dir / CHECKPOINT, prefixes=("ema/",))
-    cfg = ClassifierConfig.from_dict(meta["config"])
+    config, state, meta = read_stored(cls_dir, "ema/")
+    cfg = ClassifierConfig.from_dict(config)
     if not cfg.num_classes:
         raise CheckpointError(f"{cls_dir} does not hold a classifier (a diffusion run?)")
-    model = build_classifier(cfg)
-    state = {k[len("ema/") :]: v for k, v in tensors.items()}
-    load_state_dict_checked(model, state, f"the classifier weights in {cls_dir / CHECKPOINT}")
-    model.eval()
-    return NoisyClassifier(cls_dir, cfg, model, build_schedule(cfg.schedule))
+    return CLASSIFIER.load(cls_dir, cfg, state, meta, weights="ema")
 
+
+class ClassifierKind:
+    """Noise-aware classifiers: trained in one go (no --resume), loaded for guidance."""
+
+    name = "classifier"
+    models: tuple[str, ...] = ()  # the network follows the data: mlp or the U-Net encoder
+    nll_methods: tuple[str, ...] = ()
+    config_type = ClassifierConfig
+
+    def owns(self, config: dict[str, Any]) -> bool:
+        return "num_classes" in config and "objective" not in config
+
+    def resolve(
+        self, cfg: ClassifierConfig, *, image_shape: tuple[int, int, int] | None, dim: int
+    ) -> ClassifierConfig:
+        if image_shape is not None:
+            c, h, _ = image_shape
+            model = dataclasses.replace(cfg.model, name="unet", in_channels=c, image_size=h)
+            return dataclasses.replace(cfg, model=model, normalizer=IDENTITY.to_dict())
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="mlp", dim=dim))
+
+    def train(
+        self,
+        cfg: ClassifierConfig,
+        out: Path,
+        tensors: dict[str, Tensor] | None,
+        meta: dict | None,
+        *,
+        progress: bool = True,
+        log=print,
+        pictures: bool = True,
+    ) -> TrainResult:
+        if tensors is not None:
+            raise ScorelabError(f"{out} holds a classifier, which trains in one go: no --resume")
+        return train_classifier(cfg, out, progress=progress, log=log)[0]
+
+    def load(
+        self,
+        run_dir: Path,
+        cfg: ClassifierConfig,
+        state: dict[str, Tensor],
+        meta: dict,
+        *,
+        weights: str = "ema",
+    ) -> NoisyClassifier:
+        model = build_classifier(cfg)
+        what = "classifier" if weights == "ema" else f"classifier's {weights}"
+        load_state_dict_checked(model, state, f"the {what} weights in {run_dir / CHECKPOINT}")
+        model.eval()
+        return NoisyClassifier(run_dir, cfg, model, build_schedule(cfg.schedule))
+
+    def is_image(self, cfg: ClassifierConfig) -> bool:
+        return cfg.model.name == "unet"
+
+    def describe(self, cfg: ClassifierConfig) -> str:
+        s, classes = cfg.schedule, cfg.num_classes
+        return f"noise-aware classifier ({cfg.model.name}, {classes} classes, {s.name} T={s.T})"
+
+    def nll(self, run: Any, data: Tensor, *, methods=None, seed: int = 0, **options) -> list:
+        if methods:
+            raise ScorelabError(f"{run.run_dir} is a classifier: it has no likelihood (--nll)")
+        return []
+
+
+CLASSIFIER = ClassifierKind()
 
 __all__ = [
+    "CLASSIFIER",
     "ClassifierConfig",
+    "ClassifierKind",
     "NoisyClassifier",
     "accuracy_by_noise",
     "build_classifier",

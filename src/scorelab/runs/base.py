@@ -1,0 +1,178 @@
+"""What every kind of run shares: the run directory, resuming it, the fit, and RunKind.
+
+RUN_DIR/config.json               the resolved config (also inside every checkpoint)
+RUN_DIR/checkpoint.safetensors    raw + EMA weights and the trainer's state (and .prev)
+RUN_DIR/metrics.csv               step, loss, grad_norm, lr, bad_steps, seconds
+
+A kind of run (diffusion, VAE, noise-aware classifier) is one module implementing RunKind;
+scorelab.runs registers them and dispatches on the stored config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from scorelab.config import RunConfig, apply_overrides, config_differences
+from scorelab.data import Normalizer
+from scorelab.errors import CheckpointError, ScorelabError
+from scorelab.training.checkpoint import CHECKPOINT, atomic_write_bytes, read_checkpoint
+from scorelab.training.trainer import Trainer, TrainResult
+
+CONFIG = "config.json"
+# keys a resumed run may change: the total step count and how often it logs/saves
+RESUMABLE_KEYS = ("train.steps", "train.max_seconds", "train.ckpt_every", "train.log_every")
+# speed settings and pictures, which do not change what is learned, may change on resume too
+RESUMABLE_KEYS += ("train.sample_every", "train.precision", "train.compile", "train.channels_last")
+RESUMABLE_KEYS += ("train.deterministic",)
+# and the split of the batch, so a run can move between 1 process x N micro-batches and N ranks
+RESUMABLE_KEYS += ("train.micro_batches",)
+# images live in [-1, 1] already: the model sees them as they are
+IDENTITY = Normalizer((0.0,), 1.0)
+
+Log = Callable[[str], None]
+
+
+class RunKind(Protocol):
+    """One kind of run: how its config is recognised and fitted to the data, how it trains
+    into a run directory and how it is loaded back."""
+
+    name: str  # "diffusion", "vae", "classifier"
+    models: tuple[str, ...]  # the --model names it trains
+    nll_methods: tuple[str, ...]  # the --nll methods it offers
+    config_type: type  # RunConfig or ClassifierConfig: from_dict, to_dict
+
+    def owns(self, config: dict[str, Any]) -> bool:
+        """Whether a config (a stored config.json, or cfg.to_dict()) is of this kind."""
+        ...
+
+    def resolve(self, cfg: Any, *, image_shape: tuple[int, int, int] | None, dim: int) -> Any:
+        """The config fitted to its data (images (C, H, W), else vectors of size dim), checked."""
+        ...
+
+    def train(
+        self,
+        cfg: Any,
+        out: Path,
+        tensors: dict[str, Tensor] | None,
+        meta: dict | None,
+        *,
+        progress: bool,
+        log: Log,
+        pictures: bool,
+    ) -> TrainResult:
+        """Train into out; with a checkpoint's tensors and meta, continue it exactly."""
+        ...
+
+    def load(
+        self, run_dir: Path, cfg: Any, state: dict[str, Tensor], meta: dict, *, weights: str
+    ) -> Any:
+        """The trained run from its config and weights (state: one prefix, stripped)."""
+        ...
+
+    def is_image(self, cfg: Any) -> bool:
+        """Whether the run models images (N, C, H, W) rather than vectors (N, d)."""
+        ...
+
+    def describe(self, cfg: Any) -> str:
+        """One line for tables: the kind, its network and what it trains on."""
+        ...
+
+    def nll(self, run: Any, data: Tensor, *, methods=None, seed: int = 0, **options) -> list:
+        """NLLReports of data (data units) by each method (None: the bounds `compare` shows);
+        options it does not use are ignored (k: IWAE's; divergence, probes, rtol, atol: the
+        ODE's)."""
+        ...
+
+
+def prepare_dir(out: Path) -> None:
+    """Create out and check that this process can write there."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"  # one per process: ranks probe at once
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ScorelabError(f"cannot write to {out}: {e.strerror or e}") from None
+
+
+def resolve_resume(stored: RunConfig, overrides: dict[str, object]) -> RunConfig:
+    """The stored config with the allowed overrides; other differences are an error."""
+    changed = apply_overrides(stored, overrides)
+    diffs = [
+        d
+        for d in config_differences(stored.to_dict(), changed.to_dict())
+        if not d.startswith(RESUMABLE_KEYS)
+    ]
+    if diffs:
+        raise CheckpointError(
+            "the run's stored config does not match the flags given to --resume: "
+            + "; ".join(diffs)
+            + " (stored vs given)"
+        )
+    return changed
+
+
+def read_stored(
+    run_dir: Path, prefix: str
+) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Any]]:
+    """A run directory's stored config (as written), the weights under prefix ("ema/" or
+    "model/", the prefix stripped) and the checkpoint's metadata."""
+    tensors, meta = read_checkpoint(run_dir / CHECKPOINT, prefixes=(prefix,))
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{run_dir / CHECKPOINT} holds no run config")
+    state = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return meta["config"], state, meta
+
+
+def fit_run(
+    cfg: Any,
+    model: nn.Module,
+    loss_fn: Callable[..., Tensor],
+    data: Tensor,
+    out: Path,
+    tensors: dict[str, Tensor] | None,
+    meta: dict | None,
+    *,
+    resumed_from: Path | str,
+    progress: bool,
+    log: Log,
+    write_samples: Callable[[Trainer], None] | None = None,
+    labels: Tensor | None = None,
+) -> TrainResult:
+    """The part every kind of run shares: a Trainer on the (encoded) data, restored from a
+    checkpoint when one is given, config.json written by rank 0, the fit, and the pictures
+    at the end when none were written on the way (sample_every 0)."""
+    trainer = Trainer(
+        model, loss_fn, data, cfg.train, out, cfg.to_dict(), progress=progress,
+        on_sample=write_samples, labels=labels,
+    )  # fmt: skip
+    if tensors is not None and meta is not None:
+        trainer.restore(tensors, meta, str(resumed_from))
+        log(f"resumed from {resumed_from} at step {trainer.step}")
+        if trainer.step >= cfg.train.steps:
+            log(f"the run is already at step {trainer.step} of {cfg.train.steps}; nothing to do")
+    if trainer.rank == 0:
+        atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
+    result = trainer.fit()
+    if write_samples is not None and trainer.rank == 0 and cfg.train.sample_every == 0:
+        write_samples(trainer)
+    return result
+
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "IDENTITY",
+    "RESUMABLE_KEYS",
+    "RunKind",
+    "fit_run",
+    "prepare_dir",
+    "read_stored",
+    "resolve_resume",
+]
