@@ -47,6 +47,13 @@ def is_image(cfg: Any) -> bool:
     return kind_of(cfg).is_image(cfg)
 
 
+def resolve(cfg: Any, *, log: Callable[[str], None] = print) -> Any:
+    """The config a new run of cfg would store in its config.json, resolved against its data
+    (objective, network fitted to the data, normalization, conditioning, ...), with no
+    training and nothing written: `scorelab train --dry-run`."""
+    return kind_of(cfg).prepare(cfg, log=log).cfg
+
+
 def train(
     cfg: Any,
     out: Path | str,
@@ -114,6 +121,7 @@ __all__ = [
     "is_image",
     "kind_of",
     "load_run",
+    "resolve",
     "resume",
     "train",
 ]

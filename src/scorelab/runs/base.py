@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +39,19 @@ IDENTITY = Normalizer((0.0,), 1.0)
 Log = Callable[[str], None]
 
 
+@dataclass
+class Prepared:
+    """A config resolved against its data (the objective, the network fitted to the data's
+    shape, normalization, conditioning, ...), and the data it was resolved on: what `fit`
+    trains on and what `scorelab train --dry-run` prints. data is None only for a tsm run
+    whose Langevin samples are not drawn yet (a dry run)."""
+
+    cfg: Any
+    data: Tensor | None = None
+    labels: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
 class RunKind(Protocol):
     """One kind of run: how its config is recognised and fitted to the data, how it trains
     into a run directory and how it is loaded back."""
@@ -55,6 +69,12 @@ class RunKind(Protocol):
         """The config fitted to its data (images (C, H, W), else vectors of size dim), checked."""
         ...
 
+    def prepare(self, cfg: Any, *, log: Log, out: Path | None = None) -> Prepared:
+        """resolve with the data's facts: load the data, fit the config to it; pure apart from
+        reading the data (out: where a kind may write data it makes, e.g. Langevin samples;
+        None: a dry run, which writes nothing)."""
+        ...
+
     def train(
         self,
         cfg: Any,
@@ -66,7 +86,8 @@ class RunKind(Protocol):
         log: Log,
         pictures: bool,
     ) -> TrainResult:
-        """Train into out; with a checkpoint's tensors and meta, continue it exactly."""
+        """prepare, build and fit into out; with a checkpoint's tensors and meta, continue it
+        exactly."""
         ...
 
     def load(

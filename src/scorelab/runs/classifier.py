@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from scorelab.nn import MLP, EncoderClassifier
 from scorelab.objectives import classifier_loss
 from scorelab.processes import DiscreteSchedule
 from scorelab.processes.ddpm import q_sample
-from scorelab.runs.base import CHECKPOINT, CONFIG, IDENTITY, prepare_dir, read_stored
+from scorelab.runs.base import CHECKPOINT, CONFIG, IDENTITY, Prepared, prepare_dir, read_stored
 from scorelab.training.checkpoint import atomic_write_bytes, load_state_dict_checked
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import ClassifierFn
@@ -292,6 +293,10 @@ class ClassifierKind:
             model = dataclasses.replace(cfg.model, name="unet", in_channels=c, image_size=h)
             return dataclasses.replace(cfg, model=model, normalizer=IDENTITY.to_dict())
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="mlp", dim=dim))
+
+    def prepare(self, cfg: Any, *, log: Callable[[str], None], out: Path | None = None) -> Prepared:
+        cfg.train.validate()
+        return Prepared(cfg)
 
     def train(
         self,

@@ -50,7 +50,7 @@ from scorelab.objectives import (
 )
 from scorelab.processes import SDE, DiscreteSchedule
 from scorelab.processes.ddpm import Variance, VarianceFn
-from scorelab.runs.base import CHECKPOINT, IDENTITY, fit_run, prepare_dir
+from scorelab.runs.base import CHECKPOINT, IDENTITY, Prepared, fit_run, prepare_dir
 from scorelab.runs.classifier import NoisyClassifier, load_classifier
 from scorelab.samplers import SampleResult, sample
 from scorelab.training.checkpoint import atomic_write_bytes, load_state_dict_checked
@@ -60,32 +60,24 @@ from scorelab.typing import CondEpsFn, EpsFn
 LANGEVIN_SAMPLES = "langevin_samples.npy"  # tsm without --data: the samples trained on
 
 
-def train_diffusion(
-    cfg: RunConfig,
-    out: Path,
-    tensors: dict[str, Tensor] | None = None,
-    meta: dict | None = None,
-    *,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    pictures: bool = True,
-) -> TrainResult:
-    """Train a diffusion model into run dir out; with a checkpoint's tensors and meta (and its
-    config), continue it exactly."""
-    out = Path(out)
-    prepare_dir(out)
+def prepare_diffusion(
+    cfg: RunConfig, *, log: Callable[[str], None] = print, out: Path | None = None
+) -> Prepared:
+    """The config resolved against its data: objective and process, the network fitted to the
+    data's shape, normalization, conditioning, tsm's blend scale (Prepared.extras["target"]:
+    tsm's clean score). Without data, tsm first draws Langevin samples into out; a dry run
+    (out None) stops there with data None."""
     cfg = resolve_objective(cfg)
     cfg.train.validate()
     target = build_target(cfg) if cfg.objective == "tsm" else None
+    extras = {"target": target}
     if cfg.data is None:
         if target is None:
             raise ScorelabError("--data is required (only --objective tsm can do without it)")
+        if out is None:
+            log("tsm without --data: Langevin samples of the target are drawn when training")
+            return Prepared(cfg, None, None, extras)
         cfg = cfg.replace(data=str(_langevin_data(cfg, target, out, log)))
-    if tensors is not None and cfg.train.t_sampling != "uniform":
-        raise ScorelabError(
-            "resuming a run with --t-sampling second-moment is not supported: the sampler's "
-            "loss history is not checkpointed"
-        )
     images = is_image_source(cfg.data)
     if images:
         image_set = build_image_data(cfg)
@@ -112,6 +104,37 @@ def train_diffusion(
         scale = fisher_scale(clean, normalizer_of(cfg).encode(data[:4096]))
         log(f"tsm: the blend's data scale sqrt(d / E|grad log p_0|^2) is {scale:.4g}")
         cfg = cfg.replace(score=dataclasses.replace(cfg.score, tsm_scale=scale))
+    build_process(cfg)  # a bad schedule or SDE parameter fails here, before any work
+    return Prepared(cfg, data, labels, extras)
+
+
+def train_diffusion(
+    cfg: RunConfig,
+    out: Path,
+    tensors: dict[str, Tensor] | None = None,
+    meta: dict | None = None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    pictures: bool = True,
+) -> TrainResult:
+    """Train a diffusion model into run dir out (prepare, build, fit); with a checkpoint's
+    tensors and meta (and its config), continue it exactly."""
+    out = Path(out)
+    prepare_dir(out)
+    if tensors is not None and cfg.train.t_sampling != "uniform":
+        raise ScorelabError(
+            "resuming a run with --t-sampling second-moment is not supported: the sampler's "
+            "loss history is not checkpointed"
+        )
+    prepared = prepare_diffusion(cfg, log=log, out=out)
+    cfg, data, labels, target = (
+        prepared.cfg,
+        prepared.data,
+        prepared.labels,
+        prepared.extras["target"],
+    )
+    images = is_image_source(cfg.data)
     process = build_process(cfg)
     torch.manual_seed(cfg.train.seed)  # the initial weights
     model = build_model_for(cfg, process)
@@ -467,6 +490,11 @@ class DiffusionKind:
         self, cfg: RunConfig, *, image_shape: tuple[int, int, int] | None, dim: int
     ) -> RunConfig:
         return fit_model_to_data(resolve_objective(cfg), image_shape, dim)
+
+    def prepare(
+        self, cfg: RunConfig, *, log: Callable[[str], None], out: Path | None = None
+    ) -> Prepared:
+        return prepare_diffusion(cfg, log=log, out=out)
 
     def train(
         self,

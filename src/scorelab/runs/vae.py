@@ -28,7 +28,7 @@ from scorelab.errors import DataError, ScorelabError
 from scorelab.likelihood import dequantize
 from scorelab.nn.vae import VAE
 from scorelab.objectives.vae import elbo, iwae_bound, sample_vae, vae_loss
-from scorelab.runs.base import CHECKPOINT, IDENTITY, fit_run, prepare_dir
+from scorelab.runs.base import CHECKPOINT, IDENTITY, Prepared, fit_run, prepare_dir
 from scorelab.samplers import SampleResult
 from scorelab.training.checkpoint import load_state_dict_checked
 from scorelab.training.trainer import Trainer, TrainResult
@@ -69,18 +69,8 @@ def resolve_vae_config(cfg: RunConfig, image_shape: tuple[int, int, int] | None,
     return cfg.replace(model=m, objective="elbo")
 
 
-def train_vae(
-    cfg: RunConfig,
-    out: Path,
-    tensors: dict[str, Tensor] | None,
-    meta: dict | None,
-    *,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    pictures: bool = True,
-) -> TrainResult:
-    """scorelab.runs.train for --model vae: the negative beta-ELBO per example as the loss."""
-    prepare_dir(out)
+def prepare_vae(cfg: RunConfig, *, log: Callable[[str], None] = print) -> Prepared:
+    """The VAE config resolved against its data: latent size, decoder, normalization."""
     cfg.train.validate()
     if cfg.data is None:
         raise ScorelabError("--data is required for --model vae")
@@ -101,6 +91,23 @@ def train_vae(
         cfg = VAE_KIND.resolve(cfg, image_shape=None, dim=data.shape[1])
         if cfg.normalizer is None:
             cfg = cfg.replace(normalizer=Normalizer.fit(data).to_dict())
+    return Prepared(cfg, data)
+
+
+def train_vae(
+    cfg: RunConfig,
+    out: Path,
+    tensors: dict[str, Tensor] | None,
+    meta: dict | None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    pictures: bool = True,
+) -> TrainResult:
+    """scorelab.runs.train for --model vae: the negative beta-ELBO per example as the loss."""
+    prepare_dir(out)
+    prepared = prepare_vae(cfg, log=log)
+    cfg, data = prepared.cfg, prepared.data
     torch.manual_seed(cfg.train.seed)  # the initial weights
     model = build_vae(cfg.model)
     beta = cfg.model.beta
@@ -293,6 +300,11 @@ class VAEKind:
         self, cfg: RunConfig, *, image_shape: tuple[int, int, int] | None, dim: int
     ) -> RunConfig:
         return resolve_vae_config(cfg, image_shape, dim)
+
+    def prepare(
+        self, cfg: RunConfig, *, log: Callable[[str], None], out: Path | None = None
+    ) -> Prepared:
+        return prepare_vae(cfg, log=log)
 
     def train(
         self,

@@ -1,0 +1,179 @@
+"""scorelab train: flags generated from the config's settings (scorelab.config, scorelab.schema),
+a config file or preset under them, image defaults under that; --resume continues a run and
+--dry-run prints the resolved config.json without training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scorelab.cli.args import add_settings, settings_given
+from scorelab.config import RunConfig
+from scorelab.errors import ScorelabError
+from scorelab.presets import config_file_overrides, image_defaults, preset_names
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a diffusion model into a run directory",
+        description="Train a DDPM (Algorithm 1 of Ho et al. 2020) on a dataset, or a "
+        "continuous-time score model on an --sde with a score-matching --objective. The run "
+        "directory gets config.json, checkpoints (safetensors), metrics.csv and loss.png.",
+    )
+    settings = add_settings(p, RunConfig)
+    p.add_argument(
+        "--sde",
+        dest="sde.name",
+        metavar="SDE",
+        default=None,
+        help="train in continuous time t in [0, 1] on this SDE: vp (beta 0.1..20), subvp, ve "
+        "(sigma 0.01..50); needs a score objective (default with one: vp; ve for tsm)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory to create or resume (required unless --dry-run)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly "
+        "where its last checkpoint stopped (flags other than --steps, --max-seconds and the "
+        "speed flags must match)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE|PRESET",
+        help="a JSON file shaped like a run's config.json, whole or in part (e.g. "
+        '{"train": {"lr": 0.003}, "data": "moons"}), or the name of a preset shipped with '
+        f"scorelab ({', '.join(preset_names())}; the files are in the repository's configs/); "
+        "flags given here override it. Its 'normalizer' is ignored: a new run fits its data's "
+        "normalization. Image runs start from the 'images' preset's settings",
+    )
+    p.add_argument(
+        "--ssm-plain",
+        action="store_true",
+        help="ssm: the plain form ½(vᵀs)² + vᵀ(∂s/∂x)v instead of the variance-reduced "
+        "½‖s‖² + vᵀ(∂s/∂x)v",
+    )
+    p.add_argument(
+        "--sde-param",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="an SDE parameter, repeatable: beta_min, beta_max (vp, subvp), sigma_min, "
+        "sigma_max (ve)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve the settings (presets, image defaults, config file, flags and the data's "
+        "facts: dimension, normalization, image model, conditioning), print the config.json "
+        "the run would get, and exit without training",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=run, settings=settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = settings_given(args, args.settings)
+    _sde_overrides(args, overrides)
+    if overrides.get("train.cond_drop", 0) > 0:
+        overrides["conditional"] = True
+    if args.ssm_plain:
+        overrides["score.variance_reduced"] = False
+    flag_keys = set(overrides)
+    if args.config is not None:  # the file first, the flags over it
+        if args.resume:
+            raise ScorelabError("--config starts a new run; --resume reads the run's own config")
+        overrides = {**config_file_overrides(args.config), **overrides}
+    from scorelab.runs import KINDS
+
+    vae = overrides.get("model.name") in KINDS["vae"].models
+    vae_flags = flag_keys & {"model.latent_dim", "model.decoder", "model.beta"}
+    if vae_flags and not args.resume and not vae:
+        raise ScorelabError("--latent-dim, --decoder and --beta apply to --model vae only")
+    if overrides.get("data") and not args.resume:
+        from scorelab.data import is_image_source
+
+        if is_image_source(overrides["data"]) and not vae:
+            # an image run: the measured image defaults (presets/images.json), then the
+            # config file, then the flags
+            overrides = {**image_defaults(), **overrides}
+    if args.dry_run:
+        return _dry_run(args, overrides)
+    if args.out is None:
+        raise ScorelabError("--out is required: the run directory to create or resume")
+    from scorelab.training.distributed import init_from_env, shutdown
+
+    rank, _ = init_from_env(str(overrides.get("train.device", "cpu")))
+    try:
+        return _train_and_report(args, overrides, rank)
+    finally:
+        shutdown()
+
+
+def _new_run_config(overrides: dict) -> RunConfig:
+    from scorelab.config import apply_overrides
+
+    if "data" not in overrides:
+        if overrides.get("objective") != "tsm":
+            raise ScorelabError("--data is required for a new run")
+        overrides = {**overrides, "data": None}  # tsm: Langevin samples of the --target score
+    return apply_overrides(RunConfig(), overrides)
+
+
+def _dry_run(args: argparse.Namespace, overrides: dict) -> int:
+    """Print the config.json a new run would get, resolved against its data; train nothing."""
+    from scorelab.runs import resolve
+
+    if args.resume:
+        raise ScorelabError("--dry-run shows a new run's config; a run's own is its config.json")
+    cfg = resolve(_new_run_config(overrides), log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> int:
+    from scorelab.evaluation import loss_curve
+    from scorelab.runs import resume, train
+
+    log = print if rank == 0 else (lambda message: None)
+    if args.resume:
+        result = resume(args.out, overrides, progress=not args.no_progress, log=log)
+    else:
+        cfg = _new_run_config(overrides)
+        result = train(cfg, args.out, progress=not args.no_progress, log=log)
+    if rank != 0:
+        return 0
+    loss_curve(args.out / "metrics.csv", args.out / "loss.png")
+    print(
+        f"trained to step {result.step} in {result.seconds:.1f}s, final loss "
+        f"{result.final_loss:.4f}, {result.bad_steps} skipped steps; checkpoint "
+        f"{result.checkpoint}"
+    )
+    return 0
+
+
+def _sde_overrides(args: argparse.Namespace, overrides: dict) -> None:
+    """--sde and --sde-param KEY=VALUE become the config's sde = {name, params}."""
+    name = getattr(args, "sde.name")
+    if args.sde_param and name is None:
+        raise ScorelabError("--sde-param needs --sde")
+    if name is None:
+        return
+    params = {}
+    for item in args.sde_param or []:
+        key, sep, value = item.partition("=")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ScorelabError(f"--sde-param must look like KEY=NUMBER, got {item!r}")
+    overrides["sde"] = {"name": name, "params": params}
