@@ -55,7 +55,7 @@ from scorelab.evaluation.metrics import (  # noqa: E402
     kernel_inception_distance,
     precision_recall,
 )
-from scorelab.evaluation.report import draw_samples, split_reference  # noqa: E402
+from scorelab.reports.metrics import draw_samples, split_reference  # noqa: E402
 from scorelab.runs import load_run, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -48,7 +48,7 @@ from scorelab.evaluation.features import train_classifier as train_clean  # noqa
 from scorelab.evaluation.images import save_image_grid  # noqa: E402
 from scorelab.evaluation.metrics import frechet_distance, precision_recall  # noqa: E402
 from scorelab.evaluation.plots import guidance_tradeoff  # noqa: E402
-from scorelab.evaluation.report import split_reference  # noqa: E402
+from scorelab.reports.metrics import split_reference  # noqa: E402
 from scorelab.runs import load_run, train  # noqa: E402
 from scorelab.runs.classifier import ClassifierConfig, load_classifier, train_classifier  # noqa: E402
 

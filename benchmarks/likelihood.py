@@ -215,7 +215,7 @@ def digits(args) -> str:
 
     from scorelab.data import load_images
     from scorelab.evaluation.nll import evaluate_nll
-    from scorelab.evaluation.report import split_reference
+    from scorelab.reports.metrics import split_reference
 
     start_all = time.perf_counter()
     images = load_images("digits")

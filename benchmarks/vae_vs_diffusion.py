@@ -9,7 +9,7 @@ For each dataset, a diffusion model and a VAE each train until --budget seconds 
 * quality against a reference half of the data, next to the floor (the held-out half against
   the same reference): digits: FD and precision/recall (k = 3) in the features of a classifier
   trained on the reference half; ring: precision/recall and SWD in data space
-  (scorelab.evaluation.report.evaluate_metrics);
+  (scorelab.reports.metrics.evaluate_metrics);
 * an NLL bound in data units on held-out data: diffusion: the VLB (all T = 1000 steps;
   digits: discretized decoder, a discrete probability); VAE: -ELBO and -IWAE_64 (digits:
   discretized-logistic decoder, a discrete probability);
@@ -47,7 +47,7 @@ from scorelab.data import load_dataset, load_images  # noqa: E402
 from scorelab.errors import DataError  # noqa: E402
 from scorelab.evaluation.latent import prior_coverage  # noqa: E402
 from scorelab.evaluation.nll import evaluate_nll  # noqa: E402
-from scorelab.evaluation.report import evaluate_metrics  # noqa: E402
+from scorelab.reports.metrics import evaluate_metrics  # noqa: E402
 from scorelab.runs import load_run, train  # noqa: E402
 from scorelab.runs.vae import evaluate_vae_nll  # noqa: E402
 
@@ -161,7 +161,7 @@ def main() -> int:
             rows.append((label, params, result, nfe, sample_s, q, nll, latent))
         tables.append((name, data, images, rows))
         if images:  # the side-by-side report of the two digits runs, pictures included
-            from scorelab.evaluation.compare import compare_runs
+            from scorelab.reports.compare import compare_runs
 
             compare_runs(
                 [work / name / label.split()[0] / "run" for label in setups],

@@ -9,13 +9,13 @@ from hypothesis import strategies as st
 
 from scorelab import make_schedule, sample
 from scorelab.errors import ScorelabError
-from scorelab.guidance import (
+from scorelab.oracle import GaussianMixture, ring_mixture
+from scorelab.samplers.guidance import (
     classifier_free_guided,
     classifier_guided,
     classifier_log_prob_grad,
     conditional,
 )
-from scorelab.oracle import GaussianMixture, ring_mixture
 from tests.test_samplers import _check_mixture
 
 SCHEDULE = make_schedule("linear")

@@ -16,7 +16,7 @@ from scorelab.evaluation.metrics import (
     mmd_rbf,
     precision_recall,
 )
-from scorelab.evaluation.report import parse_metrics
+from scorelab.reports.metrics import parse_metrics
 
 
 def _gen(seed=0):

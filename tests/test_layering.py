@@ -15,9 +15,9 @@ import scorelab
 
 ROOT = Path(scorelab.__file__).parent
 CORE = ("scorelab.processes", "scorelab.samplers", "scorelab.objectives", "scorelab.nn")
-CORE += ("scorelab.data",)
+CORE += ("scorelab.data", "scorelab.numerics", "scorelab.likelihood", "scorelab.evaluation")
 APPLICATION = ("scorelab.runs", "scorelab.cli", "scorelab.build", "scorelab.demo")
-APPLICATION += ("scorelab.evaluation.compare", "scorelab.evaluation.report")
+APPLICATION += ("scorelab.reports",)
 
 
 def _module_name(path: Path) -> str:

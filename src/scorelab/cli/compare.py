@@ -9,7 +9,7 @@ from scorelab.cli.args import nonneg_int, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
-    from scorelab.evaluation.compare import compare_runs
+    from scorelab.reports.compare import compare_runs
 
     paths = compare_runs(
         args.run_dirs,

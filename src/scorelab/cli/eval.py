@@ -68,7 +68,7 @@ def register(sub) -> None:
 
 
 def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
-    from scorelab.evaluation.report import DEFAULT_METRICS, METRICS
+    from scorelab.reports.metrics import DEFAULT_METRICS, METRICS
     from scorelab.samplers import SAMPLERS
 
     p.add_argument(
@@ -125,7 +125,7 @@ def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
 
 def _run_eval_metrics(args: argparse.Namespace) -> int:
     from scorelab.data import load_images, load_npy
-    from scorelab.evaluation.report import (
+    from scorelab.reports.metrics import (
         DEFAULT_METRICS,
         evaluate_metrics,
         format_report,

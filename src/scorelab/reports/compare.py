@@ -1,7 +1,7 @@
 """`scorelab compare`: runs on the same data side by side, as HTML and markdown.
 
 For each run: n samples (diffusion: DDIM; VAE: decoded from the prior) with their time and
-NFE; the sample metrics of scorelab.evaluation.report beside their data floors (images: FD,
+NFE; the sample metrics of scorelab.reports.metrics beside their data floors (images: FD,
 KID, precision/recall in classifier features; vectors: precision/recall, SWD, energy, MMD);
 NLL bounds in data units (diffusion: the VLB, or the ODE likelihood on an SDE, vectors only;
 VAE: -ELBO and -IWAE_k); training time from metrics.csv; parameter count; and for a VAE the
@@ -141,7 +141,7 @@ def compare_runs(
     log: Callable[[str], None] = print,
 ) -> tuple[Path, Path]:
     """Write out/index.html and out/report.md comparing the runs; returns their paths."""
-    from scorelab.evaluation.report import evaluate_metrics
+    from scorelab.reports.metrics import evaluate_metrics
 
     if n < 2:
         raise ScorelabError(f"--n must be >= 2, got {n}")
