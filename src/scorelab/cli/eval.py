@@ -21,9 +21,7 @@ def register(sub) -> None:
         "vlb: the variational bound over all T steps (Ho et al. 2020), and a plot of its "
         "per-step terms; ode: the exact likelihood through the probability-flow ODE (Song et "
         "al. 2021), at the stated solver tolerances, with its NFE. Without --nll: draw --n "
-        "samples and compare them with the run's data: fd/kid/pr in the features of a "
-        "classifier trained on the data (images with labels; cached in the run dir), "
-        "swd/energy/mmd in data space, fid with user-supplied Inception weights; each metric "
+        f"samples and compare them with the run's data: {_metric_spaces()}; each metric "
         "beside the value of held-out data against the same reference (the floor).",
     )
     p.add_argument("run_dir", type=Path, help="run directory written by `scorelab train`")
@@ -68,14 +66,18 @@ def register(sub) -> None:
 
 
 def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
-    from scorelab.reports.metrics import DEFAULT_METRICS, METRICS
+    from scorelab.evaluation.registry import METRICS, default_metrics
     from scorelab.samplers import SAMPLERS
 
+    listing = "; ".join(
+        f"{name}{_gives(spec.name, spec.keys)} ({spec.summary}; {spec.paper})"
+        for name, spec in METRICS.items()
+    )
     p.add_argument(
         "--metrics",
         default=None,
-        help=f"comma-separated, from {', '.join(METRICS)} (pr gives precision and recall) "
-        f"(default without --nll: {','.join(DEFAULT_METRICS)})",
+        help=f"comma-separated, from: {listing} "
+        f"(default without --nll: {','.join(default_metrics())})",
     )
     p.add_argument(
         "--n",
@@ -123,17 +125,28 @@ def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _gives(name: str, keys: tuple[str, ...]) -> str:
+    """' gives precision and recall' where a metric's results are named otherwise."""
+    return "" if keys == (name,) else " gives " + " and ".join(keys)
+
+
+def _metric_spaces() -> str:
+    """'fd/kid/pr in the features of ..., swd/energy/mmd in data space, ...' (the registry's)."""
+    from scorelab.evaluation.registry import METRICS, SPACES
+
+    groups = {
+        space: "/".join(n for n, spec in METRICS.items() if spec.space == space) for space in SPACES
+    }
+    return ", ".join(f"{names} {SPACES[space]}" for space, names in groups.items() if names)
+
+
 def _run_eval_metrics(args: argparse.Namespace) -> int:
     from scorelab.data import load_images, load_npy
-    from scorelab.reports.metrics import (
-        DEFAULT_METRICS,
-        evaluate_metrics,
-        format_report,
-        parse_metrics,
-    )
+    from scorelab.evaluation.registry import default_metrics
+    from scorelab.reports.metrics import evaluate_metrics, format_report, parse_metrics
     from scorelab.runs import is_image, load_run
 
-    metrics = parse_metrics(args.metrics or ",".join(DEFAULT_METRICS))
+    metrics = parse_metrics(args.metrics or default_metrics())
     args.n = 1000 if args.n is None else args.n
     args.seed = 0 if args.seed is None else args.seed
     run = load_run(args.run_dir, weights=args.weights)

@@ -1,5 +1,6 @@
 """Metrics and pictures."""
 
+# importing metrics registers them (evaluation/registry.py)
 from scorelab.evaluation.metrics import sliced_wasserstein
 from scorelab.evaluation.nll import NLLReport, evaluate_nll
 from scorelab.evaluation.plots import (

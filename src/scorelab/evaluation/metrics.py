@@ -6,6 +6,8 @@ Frechet distance (FID's formula): W_2^2 between Gaussians fitted to the two feat
 KID and MMD: unbiased squared maximum mean discrepancy (polynomial and Gaussian kernels).
 Precision and recall: coverage by k-nearest-neighbour balls. Energy distance: Szekely's.
 The floor of any metric is its value between two independent sets of true samples.
+Each metric registers here (evaluation/registry.py) with what it compares, where it applies
+and its paper; scorelab.reports.metrics computes every registered one with its floor.
 """
 
 from __future__ import annotations
@@ -13,39 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _quantiles(x: Tensor, n: int) -> Tensor:
-    """The n mid-point quantiles of each row of x (P, m), by linear interpolation: (P, n)."""
-    x, _ = torch.sort(x, dim=1)  # rows are contiguous: sorting along the last dim is fastest
-    m = x.shape[1]
-    pos = ((torch.arange(n, dtype=x.dtype, device=x.device) + 0.5) / n * m - 0.5).clamp(0, m - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=m - 1)
-    frac = pos - lo
-    return x[:, lo] * (1 - frac) + x[:, hi] * frac
+from scorelab.evaluation.registry import register_metric
 
 
-def sliced_wasserstein(
-    x: Tensor,
-    y: Tensor,
-    *,
-    n_projections: int = 512,
-    generator: torch.Generator | None = None,
-) -> float:
-    """Sliced Wasserstein-2 distance between samples x (n, d) and y (m, d)."""
-    x, y = x.reshape(x.shape[0], -1).double(), y.reshape(y.shape[0], -1).double()
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"dimension mismatch: {x.shape[1]} vs {y.shape[1]}")
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    theta = torch.randn(x.shape[1], n_projections, generator=generator, dtype=torch.float64)
-    theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.device)
-    n = max(x.shape[0], y.shape[0])
-    qx, qy = _quantiles((x @ theta).T.contiguous(), n), _quantiles((y @ theta).T.contiguous(), n)
-    return float(((qx - qy) ** 2).mean().sqrt())
-
-
-# -- distances between sample sets in a feature space (any d) ------------------------------
+# -- distances between sample sets, in a feature space or the data's own (any d) ----------
 def _flat64(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).double()
 
@@ -64,6 +37,14 @@ def gaussian_frechet(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> fl
     return float(((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross)
 
 
+@register_metric(
+    "fd",
+    space="features",
+    summary="Frechet distance between Gaussians fitted to the features, FID's formula",
+    paper="Heusel et al. 2017",
+    compare=("images",),
+    default=True,
+)
 def frechet_distance(x: Tensor, y: Tensor) -> float:
     """Frechet distance between Gaussians fitted to features x (n, d) and y (m, d) (FID's)."""
     x, y = _flat64(x), _flat64(y)
@@ -79,6 +60,14 @@ def _mmd2_unbiased(kxx: Tensor, kyy: Tensor, kxy: Tensor) -> Tensor:
     return xx + yy - 2 * kxy.mean()
 
 
+@register_metric(
+    "kid",
+    space="features",
+    summary="kernel distance: unbiased MMD^2 with a cubic polynomial kernel, over subsets",
+    paper="Binkowski et al. 2018",
+    compare=("images",),
+    default=True,
+)
 def kernel_inception_distance(
     x: Tensor,
     y: Tensor,
@@ -133,6 +122,69 @@ def precision_recall(real: Tensor, fake: Tensor, *, k: int = 3) -> tuple[float, 
     return coverage(real, fake), coverage(fake, real)
 
 
+@register_metric(
+    "pr",
+    space="features",
+    summary="improved precision and recall: coverage by k-nearest-neighbour balls",
+    paper="Kynkaanniemi et al. 2019",
+    keys=("precision", "recall"),
+    compare=("images", "vectors"),
+    default=True,
+    options={"k": 3},
+)
+def sample_precision_recall(
+    samples: Tensor, reference: Tensor, *, k: int = 3
+) -> tuple[float, float]:
+    """(precision, recall) of samples against reference data, in the registry's order."""
+    return precision_recall(reference, samples, k=k)
+
+
+def _quantiles(x: Tensor, n: int) -> Tensor:
+    """The n mid-point quantiles of each row of x (P, m), by linear interpolation: (P, n)."""
+    x, _ = torch.sort(x, dim=1)  # rows are contiguous: sorting along the last dim is fastest
+    m = x.shape[1]
+    pos = ((torch.arange(n, dtype=x.dtype, device=x.device) + 0.5) / n * m - 0.5).clamp(0, m - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=m - 1)
+    frac = pos - lo
+    return x[:, lo] * (1 - frac) + x[:, hi] * frac
+
+
+@register_metric(
+    "swd",
+    space="data",
+    summary="sliced Wasserstein-2 distance over 512 random directions",
+    paper="Rabin et al. 2011",
+    compare=("vectors",),
+    default=True,
+)
+def sliced_wasserstein(
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_projections: int = 512,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Sliced Wasserstein-2 distance between samples x (n, d) and y (m, d)."""
+    x, y = x.reshape(x.shape[0], -1).double(), y.reshape(y.shape[0], -1).double()
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"dimension mismatch: {x.shape[1]} vs {y.shape[1]}")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    theta = torch.randn(x.shape[1], n_projections, generator=generator, dtype=torch.float64)
+    theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.device)
+    n = max(x.shape[0], y.shape[0])
+    qx, qy = _quantiles((x @ theta).T.contiguous(), n), _quantiles((y @ theta).T.contiguous(), n)
+    return float(((qx - qy) ** 2).mean().sqrt())
+
+
+@register_metric(
+    "energy",
+    space="data",
+    summary="energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'|",
+    paper="Szekely and Rizzo 2013",
+    compare=("vectors",),
+)
 def energy_distance(x: Tensor, y: Tensor) -> float:
     """2 E|X - Y| - E|X - X'| - E|Y - Y'| (Szekely), within-set terms without the diagonal."""
     x, y = _flat64(x), _flat64(y)
@@ -142,6 +194,13 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
     return float(2 * torch.cdist(x, y).mean() - xx - yy)
 
 
+@register_metric(
+    "mmd",
+    space="data",
+    summary="unbiased MMD^2 with a Gaussian kernel of median bandwidth",
+    paper="Gretton et al. 2012",
+    compare=("vectors",),
+)
 def mmd_rbf(x: Tensor, y: Tensor, *, bandwidth: float | None = None) -> float:
     """Unbiased MMD^2 with a Gaussian kernel exp(-|a - b|^2 / (2 h^2)); h: median distance."""
     x, y = _flat64(x), _flat64(y)
@@ -151,3 +210,13 @@ def mmd_rbf(x: Tensor, y: Tensor, *, bandwidth: float | None = None) -> float:
     g = -1 / (2 * bandwidth**2)
     kxx, kyy = (torch.cdist(x, x) ** 2 * g).exp(), (torch.cdist(y, y) ** 2 * g).exp()
     return float(_mmd2_unbiased(kxx, kyy, (dxy * g).exp()))
+
+
+# FID is the Frechet distance in Inception-v3 features; registered last, as listed
+register_metric(
+    "fid",
+    space="inception",
+    summary="FID: the Frechet distance in Inception-v3 pool3 features",
+    paper="Heusel et al. 2017",
+    applies_to=("images",),
+)(frechet_distance)

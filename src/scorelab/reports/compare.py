@@ -1,8 +1,9 @@
 """`scorelab compare`: runs on the same data side by side, as HTML and markdown.
 
 For each run: n samples (diffusion: DDIM; VAE: decoded from the prior) with their time and
-NFE; the sample metrics of scorelab.reports.metrics beside their data floors (images: FD,
-KID, precision/recall in classifier features; vectors: precision/recall, SWD, energy, MMD);
+NFE; the sample metrics of scorelab.reports.metrics beside their data floors (those registered
+with compare= for the runs' kind of data: images: FD, KID, precision/recall in classifier
+features; vectors: precision/recall, SWD, energy, MMD);
 NLL bounds in data units (diffusion: the VLB, or the ODE likelihood on an SDE, vectors only;
 VAE: -ELBO and -IWAE_k); training time from metrics.csv; parameter count; and for a VAE the
 aggregate-posterior diagnostic of docs/theory.md §27: KL(q(z) || p(z)), MMD(q, p) and samples
@@ -25,11 +26,9 @@ from torch import Tensor
 from scorelab.build import build_data, build_image_data
 from scorelab.data import load_dataset
 from scorelab.errors import CheckpointError, ScorelabError
+from scorelab.evaluation.registry import compared_metrics
 from scorelab.runs import is_image, kind_of, load_run
 from scorelab.runs.vae import VAERun, save_samples_picture
-
-IMAGE_METRICS = ("fd", "kid", "pr")
-VECTOR_METRICS = ("pr", "swd", "energy", "mmd")
 
 
 @dataclass
@@ -152,7 +151,7 @@ def compare_runs(
     except OSError as e:
         raise ScorelabError(f"cannot write to {out}: {e.strerror or e}") from None
     images = is_image(runs[0].config)
-    metrics = IMAGE_METRICS if images else VECTOR_METRICS
+    metrics = compared_metrics("images" if images else "vectors")
     reference = None if images else build_data(runs[0].config)[:2000]
     names = [r.run_dir.name or str(r.run_dir) for r in runs]
     if len(set(names)) < len(names):

@@ -3,9 +3,10 @@
 The data are split once (seed 0) into a reference half and a held-out half. A metric's
 value compares n samples with the reference half; its floor compares the held-out half
 (up to n points) with the same reference, which is what a perfect model would score at that
-sample size. fd, kid and pr are computed in a feature space (a classifier trained on the
-run's labelled images, the pixels of unlabelled ones, the raw vectors of 2-D data; fid:
-Inception); swd, energy and mmd in the data's own space.
+sample size. Every metric registered in scorelab.evaluation.registry is computed the same
+way, in its space: "features" (a classifier trained on the run's labelled images, the pixels of
+unlabelled ones, the raw vectors of 2-D data: fd, kid, pr), "data" (the data's own space: swd,
+energy, mmd) or "inception" (fid).
 """
 
 from __future__ import annotations
@@ -20,28 +21,22 @@ from scorelab.build import build_data, build_image_data
 from scorelab.data import is_image_source, load_dataset, load_images
 from scorelab.errors import ScorelabError
 from scorelab.evaluation.features import (
+    FeatureFn,
     classifier_features,
     inception_features,
     load_or_train_classifier,
     pixel_features,
 )
-from scorelab.evaluation.metrics import (
-    energy_distance,
-    frechet_distance,
-    kernel_inception_distance,
-    mmd_rbf,
-    precision_recall,
-    sliced_wasserstein,
-)
+from scorelab.evaluation.registry import METRICS, default_metrics
 from scorelab.runs import is_image
 
-METRICS = ("fd", "kid", "pr", "swd", "energy", "mmd", "fid")
-DEFAULT_METRICS = ("fd", "kid", "pr", "swd")
 # below this many samples FD and KID are biased or noisy enough that the label says so
 SMALL_N = 1000
+_RUNS = {"images": "image", "vectors": "vector"}
 
 
 def parse_metrics(text: str | Sequence[str]) -> list[str]:
+    """'fd, kid' or ["fd", "kid"] as registered names; else one line naming all of them."""
     names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text)
     names = [m for m in names if m]
     unknown = [m for m in names if m not in METRICS]
@@ -74,7 +69,7 @@ def draw_samples(run, n: int, *, seed: int, sampler: str, steps: int | None, bat
 
 def evaluate_metrics(
     run,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: str | Sequence[str] | None = None,
     n: int = 1000,
     *,
     seed: int = 0,
@@ -85,15 +80,21 @@ def evaluate_metrics(
     inception_weights: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, dict]:
-    """{metric: {"value", "floor", "n", ...}} for a loaded run (see the module docstring)."""
-    metrics = parse_metrics(metrics)
+    """{result key: {"value", "floor", "n", ...}} for a loaded run (see the module docstring);
+    metrics: registered names (default: the registry's default set)."""
+    specs = [METRICS[m] for m in parse_metrics(default_metrics() if metrics is None else metrics)]
     if n < 2:
         raise ScorelabError(f"--n must be >= 2, got {n}")
     cfg = run.config
     images = is_image(cfg)
-    if "fid" in metrics and not images:
-        raise ScorelabError("fid applies to image runs only")
-    inception = inception_features(inception_weights) if "fid" in metrics else None
+    kind = "images" if images else "vectors"
+    for spec in specs:
+        if kind not in spec.applies_to:
+            runs = " or ".join(_RUNS[k] for k in spec.applies_to)
+            raise ScorelabError(f"{spec.name} applies to {runs} runs only")
+    spaces = {spec.space for spec in specs}
+    # before the data: a missing weights file is the first thing to say
+    inception = inception_features(inception_weights) if "inception" in spaces else None
     source = data or cfg.data
     labels = None
     if images:
@@ -116,81 +117,66 @@ def evaluate_metrics(
     n = samples.shape[0]
     floor_set = held_out[:n]
 
-    feature_name, feature_fn, extra = "raw", (lambda v: v.reshape(v.shape[0], -1)), {}
-    if images and {"fd", "kid", "pr"} & set(metrics):
-        if ref_labels is not None and len(torch.unique(ref_labels)) > 1:
-            classifier, info = load_or_train_classifier(
-                run.run_dir, reference, ref_labels, held_out, held_labels, log=log
-            )
-            feature_name = "classifier (trained on the run's data, cached in features.safetensors)"
-            feature_fn = classifier_features(classifier)
-            extra = {"classifier_test_accuracy": info["test_accuracy"]}
-        else:
-            feature_name, feature_fn = "pixels", pixel_features
-    feats: dict[str, Tensor] = {}
-    if {"fd", "kid", "pr"} & set(metrics):
-        feats = {
-            k: feature_fn(v)
-            for k, v in (("samples", samples), ("reference", reference), ("floor", floor_set))
-        }
-
-    def entry(value: float, floor: float, features: str, **more) -> dict:
-        out = {
-            "value": value,
-            "floor": floor,
-            "n": n,
-            "n_floor": floor_set.shape[0],
-            "n_reference": reference.shape[0],
-            "features": features,
-            "small_n": n < SMALL_N,
-        }
-        out.update(more)
-        return out
+    # each space: (its label in the results, its feature map, fields added to each result)
+    views: dict[str, tuple[str, FeatureFn, dict]] = {}
+    if "features" in spaces:
+        views["features"] = learned_features(
+            run, images, reference, held_out, ref_labels, held_labels, log=log
+        )
+    if "data" in spaces:
+        views["data"] = ("data space", lambda v: v, {})
+    if inception is not None:
+        views["inception"] = ("inception-v3 (pool3)", inception, {})
+    sets = {"samples": samples, "reference": reference, "floor": floor_set}
+    features = {space: {k: fn(v) for k, v in sets.items()} for space, (_, fn, _) in views.items()}
 
     results: dict[str, dict] = {}
-    for name in metrics:
-        if name == "fd":
-            results["fd"] = entry(
-                frechet_distance(feats["samples"], feats["reference"]),
-                frechet_distance(feats["floor"], feats["reference"]),
-                feature_name,
+    for spec in specs:
+        label, _, extra = views[spec.space]
+        f = features[spec.space]
+        values = spec.score(f["samples"], f["reference"])
+        floors = spec.score(f["floor"], f["reference"])
+        for key in spec.keys:
+            value, floor = values[key], floors[key]
+            results[key] = {
+                "value": value.value,
+                "floor": floor.value,
+                "n": n,
+                "n_floor": floor_set.shape[0],
+                "n_reference": reference.shape[0],
+                "features": label,
+                "small_n": n < SMALL_N,
+                **spread(value.std, floor.std),
+                **spec.options,
                 **extra,
-            )
-        elif name == "kid":
-            value, std = kernel_inception_distance(feats["samples"], feats["reference"])
-            floor, floor_std = kernel_inception_distance(feats["floor"], feats["reference"])
-            results["kid"] = entry(
-                value, floor, feature_name, std=std, floor_std=floor_std, **extra
-            )
-        elif name == "pr":
-            p, r = precision_recall(feats["reference"], feats["samples"])
-            fp, fr = precision_recall(feats["reference"], feats["floor"])
-            results["precision"] = entry(p, fp, feature_name, k=3, **extra)
-            results["recall"] = entry(r, fr, feature_name, k=3, **extra)
-        elif name == "swd":
-            results["swd"] = entry(
-                sliced_wasserstein(samples, reference),
-                sliced_wasserstein(floor_set, reference),
-                "data space",
-            )
-        elif name == "energy":
-            results["energy"] = entry(
-                energy_distance(samples, reference),
-                energy_distance(floor_set, reference),
-                "data space",
-            )
-        elif name == "mmd":
-            results["mmd"] = entry(
-                mmd_rbf(samples, reference), mmd_rbf(floor_set, reference), "data space"
-            )
-        elif name == "fid" and inception is not None:
-            f_s, f_r, f_f = inception(samples), inception(reference), inception(floor_set)
-            results["fid"] = entry(
-                frechet_distance(f_s, f_r), frechet_distance(f_f, f_r), "inception-v3 (pool3)"
-            )
+            }
     for r in results.values():
         r["data"] = source
     return results
+
+
+def spread(std: float | None, floor_std: float | None) -> dict[str, float]:
+    """The standard deviations of a value and its floor, for metrics that give one (kid)."""
+    return {} if std is None or floor_std is None else {"std": std, "floor_std": floor_std}
+
+
+def learned_features(
+    run, images: bool, reference, held_out, ref_labels, held_labels, *, log
+) -> tuple[str, FeatureFn, dict]:
+    """The "features" space: a classifier trained on labelled images (its test accuracy goes
+    into each result), the pixels of unlabelled ones, the flattened vectors of vector data."""
+    if not images:
+        return "raw", (lambda v: v.reshape(v.shape[0], -1)), {}
+    if ref_labels is None or len(torch.unique(ref_labels)) < 2:
+        return "pixels", pixel_features, {}
+    classifier, info = load_or_train_classifier(
+        run.run_dir, reference, ref_labels, held_out, held_labels, log=log
+    )
+    return (
+        "classifier (trained on the run's data, cached in features.safetensors)",
+        classifier_features(classifier),
+        {"classifier_test_accuracy": info["test_accuracy"]},
+    )
 
 
 def sample_shape_of(cfg) -> tuple[int, int, int]:
