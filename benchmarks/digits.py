@@ -2,12 +2,15 @@
 
 What it measures
 ----------------
-1. Speed options: training steps/s of scorelab's U-Net (batch 128, 8x8) with each CPU option
+1. Speed options: training steps/s of scorelab's U-Net (batch 64, 8x8) with each CPU option
    alone: 1 vs 2 threads, channels_last, bf16 autocast, torch.compile.
 2. A race at equal wall-clock budget (--budget seconds of training each, 2 threads):
    scorelab (`scorelab.runs.train`, the same code as `scorelab train --data digits`) and, as a
    peer in the same process, diffusers' UNet2DModel with DDPMScheduler.add_noise, the same
    parameter count (within 3%), batch, Adam learning rate, warm-up, clipping and EMA.
+   scorelab's run is the digits preset (configs/digits.json, `scorelab train --config
+   digits`: the U-Net, batch 64, lr 2e-3, warm-up 100, EMA 0.999) with the budget's steps and
+   no checkpoints or sample grids during training; the peer takes the same numbers from it.
    Both learn eps with the DDPM linear schedule (T = 1000) and sample 1,000 images with DDIM,
    50 steps (scorelab's ddim; diffusers' DDIMScheduler).
 3. Quality of each 1,000 samples against a reference half of the data, next to the floor
@@ -24,7 +27,8 @@ Run
 --data picks another scorelab image source (default digits, which needs scikit-learn);
 --stand-in renders a digits-like labelled set with Pillow's font when scikit-learn is absent
 (labelled in the table). diffusers is optional (pip install -e '.[bench]'); without it only
-scorelab runs. Writes benchmarks/results/digits.md and prints it.
+scorelab runs. Writes --out (default benchmarks/results/digits.md) and prints it; the sample
+grids go beside it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
 
-from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig  # noqa: E402
+from scorelab.config import RunConfig, apply_overrides  # noqa: E402
 from scorelab.data import load_images  # noqa: E402
 from scorelab.evaluation.features import classifier_features, load_or_train_classifier  # noqa: E402
 from scorelab.evaluation.images import save_image_grid  # noqa: E402
@@ -55,18 +59,37 @@ from scorelab.evaluation.metrics import (  # noqa: E402
     kernel_inception_distance,
     precision_recall,
 )
+from scorelab.presets import config_file_overrides  # noqa: E402
 from scorelab.reports.metrics import draw_samples, split_reference  # noqa: E402
 from scorelab.runs import load_run, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCH, LR, WARMUP, EMA, CLIP, N_SAMPLES, SAMPLE_STEPS = 64, 2e-3, 100, 0.999, 1.0, 1000, 50
+N_SAMPLES, SAMPLE_STEPS = 1000, 50
 # scorelab's samplers at the same 50 steps; the first is the peer's (DDIM) and makes the grid
 SAMPLERS = ("ddim", "dpm-solver++", "ddpm")
-# one residual block per level and no attention: on 8x8 digits on 2 cores, steps/s buys more
-# than width (attention at 4x4 cost ~40% of the step time in a probe)
-MODEL = ModelConfig(
-    name="unet", channels=32, channel_mult=(1, 2), res_blocks=1, attn_resolutions=(), dropout=0.0
-)
+# the recipe of both models: the digits preset (configs/digits.json). Its U-Net has one
+# residual block per level and no attention: on 8x8 digits on 2 cores, steps/s buys more than
+# width (attention at 4x4 cost ~40% of the step time in a probe)
+PRESET = "digits"
+
+
+def run_config(data: str, steps: int, **train: object) -> RunConfig:
+    """The digits preset on data for steps steps, with no checkpoints or sample grids during
+    training (the benchmark times the training loop); keyword arguments set more train.*
+    settings. The schedule is pinned to the peer's (DDPMScheduler: linear, T = 1000)."""
+    return apply_overrides(RunConfig(), {
+        **config_file_overrides(PRESET),
+        "data": data, "schedule.name": "linear", "schedule.T": 1000,
+        "train.steps": steps, "train.ckpt_every": 10**9, "train.sample_every": 0,
+        "train.log_every": 50, **{f"train.{k}": v for k, v in train.items()},
+    })  # fmt: skip
+
+
+# the peer's loop and the report take the same numbers from the preset
+_RECIPE = run_config("digits", 1)
+MODEL = _RECIPE.model
+BATCH, LR, WARMUP = _RECIPE.train.batch_size, _RECIPE.train.lr, _RECIPE.train.warmup
+EMA, CLIP = _RECIPE.train.ema_decay, _RECIPE.train.grad_clip
 
 
 def stand_in_digits(folder: Path, n: int = 1797, seed: int = 0) -> Path:
@@ -91,18 +114,6 @@ def stand_in_digits(folder: Path, n: int = 1797, seed: int = 0) -> Path:
         (folder / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr.astype(np.uint8)).save(folder / str(label) / f"{i}.png")
     return folder
-
-
-def run_config(data: str, steps: int, **train: object) -> RunConfig:
-    return RunConfig(
-        data=data,
-        model=MODEL,
-        schedule=ScheduleConfig("linear", 1000),
-        train=TrainConfig(
-            steps=steps, batch_size=BATCH, lr=LR, warmup=WARMUP, ema_decay=EMA, grad_clip=CLIP,
-            ckpt_every=10**9, log_every=50, **train,
-        ),
-    )  # fmt: skip
 
 
 def speed(x: torch.Tensor, steps: int, threads: int) -> list[tuple[str, float, str]]:
@@ -262,6 +273,7 @@ def main() -> int:
         args.out.with_name("digits_speed.md").write_text("# Digits: training speed\n\n" + text)
         print(text)
         return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="scorelab-digits-"))
     data, data_note = args.data, args.data
     if args.stand_in:
@@ -309,7 +321,7 @@ def main() -> int:
                 quality(features, reference, x_s),
             )
         )
-    save_image_grid(ours["ddim"][0][:100], RESULTS / "digits_samples.png", nrow=10)
+    save_image_grid(ours["ddim"][0][:100], args.out.with_name("digits_samples.png"), nrow=10)
 
     try:
         import diffusers
@@ -331,7 +343,7 @@ def main() -> int:
                 quality(features, reference, theirs),
             )
         )
-        save_image_grid(theirs[:100], RESULTS / "digits_samples_diffusers.png", nrow=10)
+        save_image_grid(theirs[:100], args.out.with_name("digits_samples_diffusers.png"), nrow=10)
 
     text = report(args, data_note, speed_rows, rows, info, len(reference), len(held_out))
     args.out.parent.mkdir(parents=True, exist_ok=True)

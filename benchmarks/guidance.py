@@ -4,7 +4,11 @@ What it measures
 ----------------
 One class-conditional U-Net trained with label dropout (--cond-drop 0.1) and one noise-aware
 classifier p_phi(y | x_t, t) (the U-Net encoder of `scorelab train-classifier`), each for a
-share of --budget seconds of CPU training on the reference half of the data. Then, for each
+share of --budget seconds of CPU training on the reference half of the data. The U-Net is the
+digits-conditional preset (configs/digits-conditional.json: the digits U-Net, batch 64,
+lr 2e-3, warm-up 100, EMA 0.999, --cond-drop 0.1); the classifier takes its encoder and
+training settings from the digits preset (configs/digits.json); both stop by the clock, with
+no checkpoints or sample grids on the way. Then, for each
 classifier scale s (guiding the model's unconditional, null-class eps) and each CFG weight w,
 --per-class samples of every class (DDIM, 50 steps), scored by a separately trained clean
 classifier (evaluation/features.py, the one FD uses; its held-out accuracy is printed):
@@ -28,7 +32,6 @@ and prints the table. Needs scikit-learn for the digits.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import platform
 import sys
@@ -41,30 +44,42 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
 
-from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig  # noqa: E402
+from scorelab.config import RunConfig, apply_overrides  # noqa: E402
 from scorelab.data import load_images  # noqa: E402
 from scorelab.evaluation.features import classifier_features  # noqa: E402
 from scorelab.evaluation.features import train_classifier as train_clean  # noqa: E402
 from scorelab.evaluation.images import save_image_grid  # noqa: E402
 from scorelab.evaluation.metrics import frechet_distance, precision_recall  # noqa: E402
 from scorelab.evaluation.plots import guidance_tradeoff  # noqa: E402
+from scorelab.presets import config_file_overrides  # noqa: E402
 from scorelab.reports.metrics import split_reference  # noqa: E402
 from scorelab.runs import load_run, train  # noqa: E402
 from scorelab.runs.classifier import ClassifierConfig, load_classifier, train_classifier  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MODEL = ModelConfig(
-    name="unet", channels=32, channel_mult=(1, 2), res_blocks=1, attn_resolutions=(), dropout=0.0
-)
-SCHEDULE = ScheduleConfig("linear", 1000)
 SAMPLE_STEPS = 50
 
 
-def _train_cfg(steps: int, **more) -> TrainConfig:
-    return TrainConfig(
-        steps=steps, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.999,
-        ckpt_every=10**9, log_every=50, **more,
-    )  # fmt: skip
+def run_config(preset: str, data: str, labels: str, seconds: float) -> RunConfig:
+    """A preset on data and labels, trained until seconds are spent (--max-seconds), with no
+    checkpoints or sample grids on the way; the schedule pinned to DDPM's (linear, T = 1000)."""
+    return apply_overrides(RunConfig(), {
+        **config_file_overrides(preset),
+        "data": data, "labels": labels, "schedule.name": "linear", "schedule.T": 1000,
+        "train.steps": 10**7, "train.max_seconds": seconds, "train.ckpt_every": 10**9,
+        "train.sample_every": 0, "train.log_every": 50,
+    })  # fmt: skip
+
+
+def configs(data: str, labels: str, budget: float) -> tuple[RunConfig, ClassifierConfig]:
+    """The conditional U-Net (digits-conditional preset, 70% of the budget) and the noise-aware
+    classifier (the digits preset's U-Net as its encoder and its training settings, 30%)."""
+    cfg = run_config("digits-conditional", data, labels, 0.7 * budget)
+    base = run_config("digits", data, labels, 0.3 * budget)
+    cls_cfg = ClassifierConfig(
+        data=data, labels=labels, model=base.model, schedule=base.schedule, train=base.train
+    )
+    return cfg, cls_cfg
 
 
 def score(features, clean, x: torch.Tensor, y: torch.Tensor, ref, ref_y) -> dict[str, float]:
@@ -116,18 +131,10 @@ def main() -> int:
 
     # the U-Net gets 70% of the budget and the noise-aware classifier 30%, each stopped by
     # the clock (--max-seconds)
-    cfg = RunConfig(
-        data=data, labels=str(work / "ref_labels.npy"), model=MODEL, schedule=SCHEDULE,
-        train=_train_cfg(10**7, cond_drop=0.1, max_seconds=0.7 * args.budget), conditional=True,
-    )  # fmt: skip
+    cfg, cls_cfg = configs(data, str(work / "ref_labels.npy"), args.budget)
     result = train(cfg, work / "run", progress=False, log=lambda m: None, pictures=False)
     steps = result.step
     print(f"conditional U-Net: {steps} steps in {result.seconds:.0f}s", flush=True)
-    cls_cfg = ClassifierConfig(
-        data=data, labels=str(work / "ref_labels.npy"),
-        model=dataclasses.replace(MODEL, channels=32), schedule=SCHEDULE,
-        train=_train_cfg(10**7, max_seconds=0.3 * args.budget),
-    )  # fmt: skip
     cls_result, acc_rows = train_classifier(cls_cfg, work / "cls", progress=False, log=print)
     cls_steps = cls_result.step
     print(f"noise-aware classifier: {cls_steps} steps in {cls_result.seconds:.0f}s", flush=True)
@@ -183,8 +190,7 @@ def main() -> int:
         + ", ".join(f"t {r['t_lo']}-{r['t_hi']}: {r['accuracy']:.2f}" for r in acc_rows[::3])
         + ".",
         "",
-        "| guidance | accuracy | FD (per class) | FD (pooled) | precision | recall | "
-        "sampling s |",
+        "| guidance | accuracy | FD (per class) | FD (pooled) | precision | recall | sampling s |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r, secs in rows:
