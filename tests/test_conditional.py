@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig
+from scorelab.config import MLPConfig, RunConfig, ScheduleConfig, TrainConfig
 from scorelab.data import load_dataset, load_dataset_labels, load_labels
 from scorelab.errors import DataError, ScorelabError
 from scorelab.nn import MLP, UNet
@@ -20,7 +20,7 @@ from scorelab.runs import load_run, train
 from scorelab.runs.classifier import ClassifierConfig, load_classifier, train_classifier
 
 SCHEDULE = ScheduleConfig("linear", T=100)
-SMALL = ModelConfig(width=48, depth=2)
+SMALL = MLPConfig(width=48, depth=2)
 
 
 def _train_cfg(steps: int, cond_drop: float = 0.0) -> TrainConfig:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from scorelab.config import ModelConfig, RunConfig, ScheduleConfig, TrainConfig
+from scorelab.config import MLPConfig, RunConfig, ScheduleConfig, TrainConfig
 from scorelab.data import Normalizer
 from scorelab.evaluation import evaluate_nll
 from scorelab.likelihood import dequantize, ode_log_likelihood, vlb
@@ -179,7 +179,7 @@ def test_learned_variance_hybrid_training_end_to_end(tmp_path, t_sampling):
         data="ring",
         n_data=2000,
         objective="hybrid",
-        model=ModelConfig(width=32, depth=1, variance="learned"),
+        model=MLPConfig(width=32, depth=1, variance="learned"),
         schedule=ScheduleConfig("linear", 50),
         train=TrainConfig(
             steps=150,

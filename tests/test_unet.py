@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scorelab.build import check_image_model
-from scorelab.config import ModelConfig
+from scorelab.config import MLPConfig, UNetConfig
 from scorelab.errors import DataError
 from scorelab.nn import UNet
 
@@ -40,10 +40,10 @@ def test_sizes_the_unet_cannot_take():
     with pytest.raises(ValueError, match="not divisible"):
         UNet(1, 12, 8, (1, 2, 2, 2), 1)
     with pytest.raises(DataError, match="not divisible by 2\\^3"):
-        check_image_model(ModelConfig(name="unet", channel_mult=(1, 2, 2, 2)), (1, 12, 12))
+        check_image_model(UNetConfig(channel_mult=(1, 2, 2, 2)), (1, 12, 12))
     with pytest.raises(DataError, match="--model unet"):
-        check_image_model(ModelConfig(name="mlp"), (1, 8, 8))
-    cfg = check_image_model(ModelConfig(name="unet"), (3, 16, 16))
+        check_image_model(MLPConfig(), (1, 8, 8))
+    cfg = check_image_model(UNetConfig(), (3, 16, 16))
     assert (cfg.in_channels, cfg.image_size) == (3, 16)
 
 

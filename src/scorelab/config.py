@@ -21,6 +21,7 @@ from scorelab.schema import (
     POSITIVE_INTS,
     UNIT_INTERVAL,
     check_section,
+    entries,
     setting,
 )
 
@@ -51,35 +52,68 @@ def _probes() -> tuple[str, ...]:
     return PROBES
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = setting(
-        "mlp",
-        "--model",
-        "network: mlp (vectors), unet (images; default for them) or vae (the VAE baseline: MLP "
-        "for vectors, convolutional for images; trained on the ELBO)",
-        show_default=False,
-    )
-    dim: int = setting(
+def _networks() -> tuple[str, ...]:
+    return tuple(NETWORKS)
+
+
+_MODEL_HELP = (
+    "network: mlp (vectors), unet (images; default for them) or vae (the VAE baseline: MLP for "
+    "vectors, convolutional for images; trained on the ELBO)"
+)
+_VARIANCE_HELP = (
+    "reverse variance: fixed_small (beta_tilde), fixed_large (beta) or learned (improved DDPM; "
+    "needs --objective hybrid)"
+)
+
+
+def _name(value: str) -> Any:
+    return setting(value, "--model", _MODEL_HELP, show_default=False)
+
+
+def _variance() -> Any:
+    # fixed_small (beta_tilde), fixed_large (beta) or learned (the network also outputs v,
+    # log Sigma = v log beta + (1 - v) log beta_tilde; Nichol & Dhariwal 2021)
+    return setting("fixed_small", "--variance", _VARIANCE_HELP)
+
+
+def _dim() -> Any:
+    return setting(
         2,
         "--dim",
         "tsm without --data: dimension of the target's samples (otherwise the data's)",
         rule=POSITIVE_INT,
     )
+
+
+def _check_network(config: Any) -> None:
+    check_section(config)
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """The residual MLP with a time embedding, for vectors (nn/mlp.py)."""
+
+    name: str = _name("mlp")
+    dim: int = _dim()
     width: int = setting(128, "--width", "MLP width", rule=POSITIVE_INT)
     depth: int = setting(3, "--depth", "MLP residual blocks", rule=POSITIVE_INT)
-    # reverse variance: fixed_small (beta_tilde), fixed_large (beta) or learned (the network
-    # also outputs v, log Sigma = v log beta + (1 - v) log beta_tilde; Nichol & Dhariwal 2021)
-    variance: str = setting(
-        "fixed_small",
-        "--variance",
-        "reverse variance: fixed_small (beta_tilde), fixed_large (beta) or learned (improved "
-        "DDPM; needs --objective hybrid)",
-    )
-    # the U-Net's (images): in_channels and image_size are set from the data
+    variance: str = _variance()
+    # class-conditional models (guidance, docs/theory.md §23): labels 0..num_classes-1 and
+    # the null class num_classes; 0: unconditional. Set from the labels by `--conditional`.
+    num_classes: int = 0
+
+    def validate(self) -> None:
+        _check_network(self)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The U-Net for images (nn/unet.py); in_channels and image_size are set from the data."""
+
+    name: str = _name("unet")
     in_channels: int = 1
     image_size: int = 0
-    channels: int = setting(64, "--channels", "U-Net base width", rule=POSITIVE_INT)
+    channels: int = setting(64, "--channels", "U-Net (and conv VAE) base width", rule=POSITIVE_INT)
     channel_mult: tuple[int, ...] = setting(
         (1, 2),
         "--channel-mult",
@@ -97,17 +131,32 @@ class ModelConfig:
         rule=POSITIVE_INTS,
     )
     dropout: float = setting(0.1, "--dropout", "U-Net dropout", rule=FRACTION)
-    # class-conditional models (guidance, docs/theory.md §23): labels 0..num_classes-1 and
-    # the null class num_classes; 0: unconditional. Set from the data's labels by
-    # `train --conditional`.
-    num_classes: int = 0
-    # the VAE's (--model vae): latent size (0: 2 for vectors, 16 for images), decoder
-    # likelihood ("": gaussian for vectors, logistic for images) and the KL weight beta
+    variance: str = _variance()
+    num_classes: int = 0  # as MLPConfig's
+
+    def validate(self) -> None:
+        _check_network(self)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The VAE baseline (nn/vae.py): an MLP VAE for vectors, a conv VAE for images
+    (image_size > 0, set from the data)."""
+
+    name: str = _name("vae")
+    dim: int = _dim()
+    in_channels: int = 1
+    image_size: int = 0
+    width: int = setting(128, "--width", "MLP width", rule=POSITIVE_INT)
+    depth: int = setting(3, "--depth", "MLP residual blocks", rule=POSITIVE_INT)
+    channels: int = setting(64, "--channels", "U-Net (and conv VAE) base width", rule=POSITIVE_INT)
+    # latent size (0: 2 for vectors, 16 for images), decoder likelihood ("": gaussian for
+    # vectors, logistic for images) and the KL weight beta
     latent_dim: int = setting(
         0,
         "--latent-dim",
         "vae: latent size (default: 2 for vectors, 16 for images)",
-        rule=POSITIVE_INT,
+        rule=NONNEG_INT,
         show_default=False,
     )
     decoder: str = setting(
@@ -122,11 +171,31 @@ class ModelConfig:
     )
 
     def validate(self) -> None:
-        # 0 and "" mean "chosen from the data" (resolved when the run starts)
-        if self.latent_dim != 0:
-            check_section(self)
-        else:
-            check_section(dataclasses.replace(self, latent_dim=1))
+        _check_network(self)
+
+
+# the networks a run can train, by the name its config.json stores (model.name)
+NETWORKS: dict[str, type] = {"mlp": MLPConfig, "unet": UNetConfig, "vae": VAEConfig}
+ModelConfig = MLPConfig | UNetConfig | VAEConfig
+
+
+def model_config(d: dict[str, Any], *, strict: bool = True) -> Any:
+    """The network config named by d["name"] (default mlp) from its fields; strict: a field
+    the network does not have is an error (else it is dropped: the flat layout of version 1
+    stored every network's fields)."""
+    name = d.get("name", "mlp")
+    if name not in NETWORKS:
+        raise ScorelabError(f"unknown model {name!r}; choose one of: {', '.join(NETWORKS)}")
+    cls = NETWORKS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(d) - fields)
+    if extra and strict:
+        raise ScorelabError(
+            f"model {name!r} has no setting {', '.join(extra)} "
+            f"(it has: {', '.join(sorted(fields))})"
+        )
+    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+    return cls(**kept)
 
 
 @dataclass(frozen=True)
@@ -310,6 +379,11 @@ class TrainConfig:
             )
 
 
+# config.json's layout: 1 (no "version" key) stored one flat model section with every
+# network's fields; 2 stores the network's own fields only
+CONFIG_VERSION = 2
+
+
 @dataclass(frozen=True)
 class RunConfig:
     data: str | None = setting(
@@ -334,7 +408,9 @@ class RunConfig:
         "variance-reduced), tsm (target score matching: needs --target, the known clean "
         "score)",
     )
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(
+        default_factory=MLPConfig, metadata={"union": lambda: tuple(NETWORKS.values())}
+    )
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     normalizer: dict[str, Any] | None = None
@@ -358,34 +434,53 @@ class RunConfig:
         "integer class labels (N,) in a .npy beside an .npy --data (ring, digits and folders "
         "with class sub-folders carry their own)",
     )
+    version: int = CONFIG_VERSION  # the layout of config.json (migrate_stored)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """A stored config.json of any version (migrate_stored) as a RunConfig."""
+        d = migrate_stored(d)
         try:
             nested = {
-                "model": ModelConfig,
                 "schedule": ScheduleConfig,
                 "train": TrainConfig,
                 "sde": SDEConfig,
                 "score": ScoreConfig,
             }
-            if isinstance(d.get("score"), dict) and "tsm_blend" not in d["score"]:
-                # runs written before the blend existed trained plain tsm
-                d = {**d, "score": {**d["score"], "tsm_blend": "none"}}
             kwargs = {
                 k: nested[k](**v) if k in nested and v is not None else v for k, v in d.items()
             }
+            kwargs["model"] = model_config(d.get("model") or {})
             return cls(**kwargs)
-        except TypeError as e:
+        except (TypeError, ScorelabError) as e:
             raise CheckpointError(
                 f"the stored run config is not one this version reads: {e}"
             ) from None
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def migrate_stored(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored config.json in the current layout (CONFIG_VERSION). Version 1 (no "version"
+    key): the flat model section keeps its network's fields only, and a tsm run written before
+    the blend existed trained plain tsm."""
+    version = d.get("version", 1)
+    if not isinstance(version, int) or version > CONFIG_VERSION:
+        raise CheckpointError(
+            f"the run config has layout version {version!r}; this scorelab reads up to "
+            f"{CONFIG_VERSION} (a newer scorelab wrote it?)"
+        )
+    if version == 1:
+        d = {**d, "version": CONFIG_VERSION}
+        if isinstance(d.get("model"), dict):
+            d["model"] = model_config(d["model"], strict=False).__dict__.copy()
+        if isinstance(d.get("score"), dict) and "tsm_blend" not in d["score"]:
+            d["score"] = {**d["score"], "tsm_blend": "none"}
+    return d
 
 
 def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -395,32 +490,62 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += config_differences(va, vb, f"{prefix}{key}.")
-        elif va != vb:
+        elif _plain(va) != _plain(vb):
             out.append(f"{prefix}{key}: {va!r} vs {vb!r}")
     return out
 
 
+def _plain(v: Any) -> Any:
+    """Tuples as lists: JSON reads back lists where the config held tuples."""
+    return list(v) if isinstance(v, tuple) else v
+
+
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Set dotted keys ('train.lr', 'objective', ...) on a config, returning a new one."""
+    """Set dotted keys ('train.lr', 'objective', 'model.channels', ...) on a config, returning a
+    new one. model.name first: a new network keeps the settings it shares with the old one;
+    a model key the network does not have is an error naming the networks that have it."""
     d = cfg.to_dict()
+    name = overrides.get("model.name")
+    if name is not None:
+        if name not in NETWORKS:
+            raise ScorelabError(f"unknown model {name!r}; choose one of: {', '.join(NETWORKS)}")
+        d["model"] = {**model_config({"name": name}).__dict__, "name": name} | {
+            k: v for k, v in d["model"].items() if k != "name" and k in _fields(NETWORKS[name])
+        }
     for key, value in overrides.items():
         node = d
         *parents, leaf = key.split(".")
         for p in parents:
             node = node[p]
         if leaf not in node:
+            if parents == ["model"]:
+                raise ScorelabError(_model_key_error(leaf, d["model"]["name"]))
             raise ScorelabError(f"unknown config key {key!r}")
         node[leaf] = value
     return RunConfig.from_dict(d)
 
 
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _model_key_error(leaf: str, name: str) -> str:
+    owners = [n for n, cls in NETWORKS.items() if leaf in _fields(cls)]
+    if not owners:
+        return f"unknown config key 'model.{leaf}'"
+    flag = next(
+        (e.flag.name for e in entries(NETWORKS[owners[0]]) if e.key == leaf and e.flag.name),
+        f"model.{leaf}",
+    )
+    return f"{flag} applies to --model {', '.join(owners)} only (this run's model is {name})"
+
+
 # the sections a config file may set key by key, and the keys that may also be null
-_SECTIONS = {
-    "model": ModelConfig,
-    "schedule": ScheduleConfig,
-    "train": TrainConfig,
-    "score": ScoreConfig,
-}
+_SECTIONS = ("model", "schedule", "train", "score")
+# the flat model section of config.json's layout 1: every network's fields at once
+_V1_MODEL = {"name", "dim", "width", "depth", "variance", "in_channels", "image_size"}
+_V1_MODEL |= {"channels", "channel_mult", "res_blocks", "attn_resolutions", "dropout"}
+_V1_MODEL |= {"num_classes", "latent_dim", "decoder", "beta"}
 _OPTIONAL = {"data": str, "labels": str, "image_size": int, "target": str, "tsm_scale": float}
 
 
@@ -455,13 +580,20 @@ def overrides_from_dict(d: Any, source: str = "the config") -> dict[str, Any]:
     """Dotted-key overrides ({'train.lr': 0.003, ...}) from a nested dict shaped like a run's
     config.json, whole or in part, each key and type checked against RunConfig's fields.
 
-    'normalizer' is dropped: a new run fits its data's normalization anew."""
+    'normalizer' is dropped: a new run fits its data's normalization anew; so is 'version'. A
+    whole config.json of layout 1 (its flat model section) has its model section migrated."""
     if not isinstance(d, dict):
         raise ScorelabError(f"{source} must be a JSON object like a run's config.json")
+    model = d.get("model")
+    if "version" not in d and isinstance(model, dict) and set(model) >= _V1_MODEL:
+        d = {**d, "model": model_config(model, strict=False).__dict__.copy()}
     defaults = RunConfig().to_dict()
+    defaults["model"] = {}
+    for cls in NETWORKS.values():  # every network's settings
+        defaults["model"] |= dataclasses.asdict(cls())
     out: dict[str, Any] = {}
     for key, value in d.items():
-        if key == "normalizer":
+        if key in ("normalizer", "version"):
             continue
         if key in _SECTIONS:
             if not isinstance(value, dict):
@@ -469,7 +601,8 @@ def overrides_from_dict(d: Any, source: str = "the config") -> dict[str, Any]:
             for sub, v in value.items():
                 if sub not in defaults[key]:
                     raise ScorelabError(f"{source}: unknown config key '{key}.{sub}'")
-                out[f"{key}.{sub}"] = _checked(f"{key}.{sub}", v, defaults[key][sub])
+                default = defaults[key][sub]
+                out[f"{key}.{sub}"] = _checked(f"{key}.{sub}", v, default) if sub != "name" else v
         elif key == "sde":
             if value is not None:
                 ok = isinstance(value, dict) and set(value) <= {"name", "params"}

@@ -133,6 +133,13 @@ def entries(cls: type, prefix: str = "") -> Iterator[Entry]:
         value = getattr(defaults, f.name)
         if "flag" in f.metadata:
             yield Entry(prefix + f.name, f.metadata["flag"], value, hints[f.name])
+        elif "union" in f.metadata:  # one of several dataclasses (a network): all their settings
+            seen: set[str] = set()
+            for option in f.metadata["union"]():
+                for entry in entries(option, f"{prefix}{f.name}."):
+                    if entry.key not in seen:
+                        seen.add(entry.key)
+                        yield entry
         elif dataclasses.is_dataclass(value):
             yield from entries(type(value), f"{prefix}{f.name}.")
 

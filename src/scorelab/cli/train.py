@@ -87,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
         overrides["conditional"] = True
     if args.ssm_plain:
         overrides["score.variance_reduced"] = False
-    flag_keys = set(overrides)
     if args.config is not None:  # the file first, the flags over it
         if args.resume:
             raise ScorelabError("--config starts a new run; --resume reads the run's own config")
@@ -95,13 +94,14 @@ def run(args: argparse.Namespace) -> int:
     from scorelab.runs import KINDS
 
     vae = overrides.get("model.name") in KINDS["vae"].models
-    vae_flags = flag_keys & {"model.latent_dim", "model.decoder", "model.beta"}
-    if vae_flags and not args.resume and not vae:
-        raise ScorelabError("--latent-dim, --decoder and --beta apply to --model vae only")
     if overrides.get("data") and not args.resume:
         from scorelab.data import is_image_source
 
         if is_image_source(overrides["data"]) and not vae:
+            if overrides.get("model.name", "unet") != "unet":
+                raise ScorelabError(
+                    f"image data needs --model unet, not {overrides['model.name']!r}"
+                )
             # an image run: the measured image defaults (presets/images.json), then the
             # config file, then the flags
             overrides = {**image_defaults(), **overrides}

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from scorelab.build import build_schedule
-from scorelab.config import ModelConfig, ScheduleConfig, TrainConfig
+from scorelab.config import ScheduleConfig, TrainConfig
 from scorelab.data import (
     DATASETS,
     Normalizer,
@@ -48,12 +48,37 @@ ACCURACY = "accuracy.md"
 
 
 @dataclass(frozen=True)
+class ClassifierNetConfig:
+    """The classifier's network: an MLP (name mlp, for vectors: dim, width, depth) or the
+    U-Net encoder (name unet, for images: in_channels, image_size, channels, channel_mult,
+    res_blocks), chosen from the data. The other fields are kept so that classifier
+    directories written by earlier versions load."""
+
+    name: str = "mlp"
+    dim: int = 2
+    width: int = 128
+    depth: int = 3
+    variance: str = "fixed_small"
+    in_channels: int = 1
+    image_size: int = 0
+    channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2)
+    res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (4,)
+    dropout: float = 0.1
+    num_classes: int = 0
+    latent_dim: int = 0
+    decoder: str = ""
+    beta: float = 1.0
+
+
+@dataclass(frozen=True)
 class ClassifierConfig:
     data: str = "ring"
     n_data: int = 20_000
     labels: str | None = None
     image_size: int | None = None
-    model: ModelConfig = field(default_factory=ModelConfig)  # mlp (vectors) or unet (encoder)
+    model: ClassifierNetConfig = field(default_factory=ClassifierNetConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=2000, batch_size=256, lr=3e-3, warmup=100)
@@ -67,7 +92,11 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
         try:
-            nested = {"model": ModelConfig, "schedule": ScheduleConfig, "train": TrainConfig}
+            nested = {
+                "model": ClassifierNetConfig,
+                "schedule": ScheduleConfig,
+                "train": TrainConfig,
+            }
             return cls(**{k: nested[k](**v) if k in nested else v for k, v in d.items()})
         except TypeError as e:
             raise CheckpointError(f"the stored classifier config is not readable: {e}") from None
