@@ -1,6 +1,7 @@
 """scorelab train: flags generated from the config's settings (scorelab.config, scorelab.schema),
-a config file or preset under them, image defaults under that; --resume continues a run and
---dry-run prints the resolved config.json without training."""
+a config file or preset under them, image defaults under that; --resume continues a run
+(--resume auto: continues it if there is one, else starts it) and --dry-run prints the
+resolved config.json without training."""
 
 from __future__ import annotations
 
@@ -40,10 +41,14 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--resume",
-        action="store_true",
-        help="continue the run in --out exactly "
-        "where its last checkpoint stopped (flags other than --steps, --max-seconds and the "
-        "speed flags must match)",
+        nargs="?",
+        const=True,  # not a string, so argparse does not check it against choices
+        choices=["auto"],
+        default=None,
+        help="continue the run in --out exactly where its last checkpoint stopped (flags "
+        "other than --steps, --max-seconds and the speed flags must match). --resume auto: "
+        "continue it if --out holds a checkpoint, else start it with the flags given, so one "
+        "command can be rerun as is, e.g. by torchrun --max-restarts N",
     )
     p.add_argument(
         "--config",
@@ -87,14 +92,15 @@ def run(args: argparse.Namespace) -> int:
         overrides["conditional"] = True
     if args.ssm_plain:
         overrides["score.variance_reduced"] = False
+    auto = args.resume == "auto"  # the new run's flags, or the run in --out when it exists
     if args.config is not None:  # the file first, the flags over it
-        if args.resume:
+        if args.resume and not auto:
             raise ScorelabError("--config starts a new run; --resume reads the run's own config")
         overrides = {**config_file_overrides(args.config), **overrides}
     from scorelab.runs import KINDS
 
     vae = overrides.get("model.name") in KINDS["vae"].models
-    if overrides.get("data") and not args.resume:
+    if overrides.get("data") and (auto or not args.resume):
         from scorelab.data import is_image_source
 
         if is_image_source(overrides["data"]) and not vae:
@@ -141,10 +147,15 @@ def _dry_run(args: argparse.Namespace, overrides: dict) -> int:
 
 def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> int:
     from scorelab.evaluation import loss_curve
-    from scorelab.runs import resume, train
+    from scorelab.runs import resume, resume_or_train, train
 
     log = print if rank == 0 else (lambda message: None)
-    if args.resume:
+    if args.resume == "auto":
+        result = resume_or_train(
+            args.out, overrides, lambda: _new_run_config(overrides),
+            progress=not args.no_progress, log=log,
+        )  # fmt: skip
+    elif args.resume:
         result = resume(args.out, overrides, progress=not args.no_progress, log=log)
     else:
         cfg = _new_run_config(overrides)

@@ -3,7 +3,9 @@
 Every kind (diffusion, the VAE baseline, the noise-aware classifier) is one module with one
 RunKind (scorelab.runs.base); a run directory's stored config says which kind it is, so
 `resume` and `load_run` need only the directory. The file format is the same for all:
-config.json and checkpoint.safetensors (with the config in its metadata).
+config.json and checkpoint.safetensors (with the config in its metadata). Training and
+resuming hold the directory's writer lock (training/runlock.py): one writer per run directory;
+readers (load_run) never take it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from scorelab.runs.base import (
     CONFIG,
     RESUMABLE_KEYS,
     RunKind,
+    prepare_dir,
     read_stored,
     resolve_resume,
 )
@@ -26,6 +29,7 @@ from scorelab.runs.classifier import CLASSIFIER, NoisyClassifier
 from scorelab.runs.diffusion import DIFFUSION, Run
 from scorelab.runs.vae import VAE_KIND, VAERun
 from scorelab.training.checkpoint import read_checkpoint
+from scorelab.training.runlock import holding_run_lock
 from scorelab.training.trainer import TrainResult
 
 KINDS: dict[str, RunKind] = {kind.name: kind for kind in (DIFFUSION, VAE_KIND, CLASSIFIER)}
@@ -63,14 +67,14 @@ def train(
     log: Callable[[str], None] = print,
     pictures: bool = True,
 ) -> TrainResult:
-    """Train a new run of cfg's kind into run dir out (resume_overrides: as resume(out, ...))."""
+    """Train a new run of cfg's kind into run dir out (resume_overrides: as resume(out, ...)),
+    holding out's writer lock for the whole run (a second writer is refused)."""
     if resume_overrides is not None:
         return resume(out, resume_overrides, progress=progress, log=log, pictures=pictures)
     out = Path(out)
-    if (out / CHECKPOINT).is_file():
-        raise ScorelabError(f"{out} already holds a run; pass --resume or choose another --out")
-    kind = kind_of(cfg)
-    return kind.train(cfg, out, None, None, progress=progress, log=log, pictures=pictures)
+    prepare_dir(out)
+    with holding_run_lock(out):
+        return _train_new(cfg, out, progress=progress, log=log, pictures=pictures)
 
 
 def resume(
@@ -82,17 +86,50 @@ def resume(
     pictures: bool = True,
 ) -> TrainResult:
     """Continue the run in out exactly, with its stored config and the allowed overrides
-    (RESUMABLE_KEYS: the step count, how often it logs and saves, speed settings)."""
+    (RESUMABLE_KEYS: the step count, how often it logs and saves, speed settings), holding
+    out's writer lock for the whole run."""
     out = Path(out)
-    checkpoint = out / CHECKPOINT
-    if not checkpoint.is_file():
+    if not (out / CHECKPOINT).is_file():
         raise CheckpointError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINT})")
-    tensors, meta = read_checkpoint(checkpoint)
+    prepare_dir(out)
+    with holding_run_lock(out):
+        return _resume(out, overrides, progress=progress, log=log, pictures=pictures)
+
+
+def resume_or_train(
+    out: Path | str,
+    overrides: dict[str, object],
+    new_config: Callable[[], Any],
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    pictures: bool = True,
+) -> TrainResult:
+    """`scorelab train --resume auto`: continue the run in out as resume(out, overrides) when
+    out holds a checkpoint, else train new_config() into it, decided under out's writer
+    lock; so one command, rerun by torchrun --max-restarts, starts a run and continues it."""
+    out = Path(out)
+    prepare_dir(out)
+    with holding_run_lock(out):
+        if (out / CHECKPOINT).is_file():
+            return _resume(out, overrides, progress=progress, log=log, pictures=pictures)
+        log(f"{out} holds no checkpoint: starting a new run")
+        return _train_new(new_config(), out, progress=progress, log=log, pictures=pictures)
+
+
+def _train_new(cfg: Any, out: Path, **options: Any) -> TrainResult:
+    if (out / CHECKPOINT).is_file():
+        raise ScorelabError(f"{out} already holds a run; pass --resume or choose another --out")
+    return kind_of(cfg).train(cfg, out, None, None, **options)
+
+
+def _resume(out: Path, overrides: dict[str, object] | None, **options: Any) -> TrainResult:
+    tensors, meta = read_checkpoint(out / CHECKPOINT)
     kind = kind_of(meta.get("config") or {})
     cfg = kind.config_type.from_dict(meta["config"])
     if isinstance(cfg, RunConfig):  # the flags a resumed run may change (a classifier refuses)
         cfg = resolve_resume(cfg, overrides or {})
-    return kind.train(cfg, out, tensors, meta, progress=progress, log=log, pictures=pictures)
+    return kind.train(cfg, out, tensors, meta, **options)
 
 
 def load_run(run_dir: Path | str, *, weights: str = "ema") -> Any:
@@ -123,5 +160,6 @@ __all__ = [
     "load_run",
     "resolve",
     "resume",
+    "resume_or_train",
     "train",
 ]
