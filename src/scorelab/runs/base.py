@@ -3,6 +3,8 @@
 RUN_DIR/config.json               the resolved config (also inside every checkpoint)
 RUN_DIR/checkpoint.safetensors    raw + EMA weights and the trainer's state (and .prev)
 RUN_DIR/metrics.csv               step, loss, grad_norm, lr, bad_steps, seconds
+RUN_DIR/.lock                     the writer lock, held while training (pid and host of the
+                                  holder; training/runlock.py)
 
 A kind of run (diffusion, VAE, noise-aware classifier) is one module implementing RunKind;
 scorelab.runs registers them and dispatches on the stored config.
@@ -179,7 +181,10 @@ def fit_run(
         if trainer.step >= cfg.train.steps:
             log(f"the run is already at step {trainer.step} of {cfg.train.steps}; nothing to do")
     if trainer.rank == 0:
-        atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
+        try:
+            atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
+        except OSError as e:  # disk full, read-only: the old config.json, if any, is intact
+            raise ScorelabError(f"cannot write {out / CONFIG}: {e.strerror or e}") from None
     result = trainer.fit()
     if write_samples is not None and trainer.rank == 0 and cfg.train.sample_every == 0:
         write_samples(trainer)

@@ -3,14 +3,18 @@
 A checkpoint holds tensors under prefixes (model/, ema/, optim/, rng/) and JSON metadata:
 the resolved run config, the step and the non-tensor parts of the training state. A save
 writes a temporary file in the same folder, fsyncs it, keeps the previous checkpoint as
-checkpoint.prev.safetensors and moves the new one into place with os.replace, so a crash
-at any moment leaves a complete checkpoint behind.
+checkpoint.prev.safetensors (a hard link, so checkpoint.safetensors never goes missing) and
+moves the new one into place with os.replace, so a crash at any moment leaves a complete
+checkpoint.safetensors behind. A save that fails (disk full, I/O error, read-only folder)
+removes its temporary files and leaves the checkpoint in place as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,31 +70,86 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):  # missing, or the folder turned read-only: nothing to do
+        path.unlink()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a small file atomically: temp file in the same folder, fsync, os.replace."""
+    """Write a small file atomically: temp file in the same folder, fsync, os.replace; on an
+    error the temp file is removed and the file left as it was."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
     _fsync_dir(path.parent)
 
 
+def _keep_previous(path: Path, previous: Path) -> None:
+    """Make previous a copy of path without path ever missing: a hard link moved over
+    previous; where the file system has no hard links, path is renamed (and put back by the
+    caller if the new file cannot replace it)."""
+    link = previous.with_name(f".{previous.name}.tmp")
+    _remove(link)
+    try:
+        os.link(path, link)
+    except OSError:
+        os.replace(path, previous)
+        return
+    try:
+        os.replace(link, previous)
+    except BaseException:
+        _remove(link)
+        raise
+
+
+def _save_file(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' save_file, its I/O errors raised as OSError (it reports them as its own
+    SafetensorError, "... (os error 28)")."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except OSError:
+        raise
+    except Exception as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from e
+
+
 def save_checkpoint(run_dir: Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> Path:
-    """Atomically write run_dir/checkpoint.safetensors, keeping the previous one."""
+    """Atomically write run_dir/checkpoint.safetensors, keeping the previous one. An OSError
+    (disk full, I/O error, read-only folder) is raised after the temporary files are removed,
+    with the checkpoint in place untouched."""
     for key, value in tensors.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"refusing to write a checkpoint with non-finite values in {key}")
     run_dir = Path(run_dir)
     path, tmp = run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.tmp"
+    previous = run_dir / PREVIOUS
     meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    if path.exists():
-        os.replace(path, run_dir / PREVIOUS)
-    os.replace(tmp, path)
+    moved = False  # whether path was renamed to previous (no hard links) and must come back
+    try:
+        _save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, meta)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if path.exists():
+            _keep_previous(path, previous)
+            moved = not path.exists()
+        os.replace(tmp, path)
+    except BaseException:
+        if moved:
+            with contextlib.suppress(OSError):
+                os.replace(previous, path)
+        _remove(tmp)
+        raise
     _fsync_dir(run_dir)
     return path
 

@@ -6,12 +6,15 @@ optimizer, generator state, step, log accumulators) resumes it exactly. A step w
 gradient norm is not finite is skipped and counted; several in a row stop the run. SIGINT,
 SIGTERM and SIGUSR1 stop it after the step in progress, with a checkpoint at that step
 (preemption.py); a smoothed loss far above its best is reported, not stopped (spikes.py).
+A checkpoint (or metrics.csv) write that fails stops the run with a CheckpointError naming
+the cause and the checkpoint on disk, which the failed write leaves intact (checkpoint.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import math
 import signal
 import sys
@@ -26,10 +29,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from scorelab.config import TrainConfig
-from scorelab.errors import ScorelabError
+from scorelab.errors import CheckpointError, ScorelabError
 from scorelab.training.checkpoint import (
     CHECKPOINT,
     PREVIOUS,
+    describe_last_checkpoint,
     flatten_state,
     load_state_dict_checked,
     save_checkpoint,
@@ -44,6 +48,8 @@ LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
 METRICS = "metrics.csv"
 # diverging (0/1, spikes.py) came last, after the first six: readers look columns up by name
 COLUMNS = ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds", "diverging"]
+# what rank 0 all-reduces in place of a signal number when a write failed: above them all
+WRITE_FAILED = 1000
 
 
 def use_deterministic_algorithms() -> None:
@@ -249,7 +255,10 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         cfg, model = self.cfg, self.model
-        f, writer = self._open_log() if self.rank == 0 else (None, None)
+        try:
+            f, writer = self._open_log() if self.rank == 0 else (None, None)
+        except OSError as e:
+            raise self._write_failed(str(self.run_dir / METRICS), e) from None
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -267,6 +276,11 @@ class Trainer:
             while True:
                 # between steps, and after the last one, every rank reads the same decision
                 signum = int(all_reduce_max(float(self.stop_signals.received), self.device))
+                if signum == WRITE_FAILED:
+                    raise CheckpointError(
+                        f"training stopped at step {self.step}: rank 0 could not write to "
+                        f"{self.run_dir} (its message says why)"
+                    )
                 if signum:
                     self.seconds = time.perf_counter() - start
                     self._preempt(signum, f, writer, bar)
@@ -308,7 +322,10 @@ class Trainer:
                 if self.rank == 0 and (self.step % cfg.ckpt_every == 0 or last):
                     self.seconds = time.perf_counter() - start
                     f.flush()
-                    self.save()
+                    try:
+                        self.save()
+                    except OSError as e:
+                        raise self._write_failed("its checkpoint", e) from None
                 every = cfg.sample_every
                 if (
                     self.rank == 0
@@ -317,10 +334,15 @@ class Trainer:
                     and (self.step % every == 0 or last)
                 ):
                     self.on_sample(self)
+        except OSError as e:  # another write: metrics.csv, pictures
+            raise self._write_failed(f"to {self.run_dir}", e) from None
         finally:
             bar.close()
             if f is not None:
-                f.close()
+                # rows are flushed before each checkpoint; after a failed write, closing
+                # (which flushes) fails the same way and must not hide the first error
+                with contextlib.suppress(OSError):
+                    f.close()
         self.stopping = True
         return TrainResult(
             self.step, loss_value, self.bad_steps, self.seconds, self.run_dir / CHECKPOINT
@@ -346,6 +368,21 @@ class Trainer:
         self.stopping = True
         all_reduce_max(0.0, self.device)  # a barrier: no rank exits before the checkpoint exists
         raise Preempted(self.step, checkpoint, signum, rank=self.rank, error=error)
+
+    def _write_failed(self, what: str, error: OSError) -> CheckpointError:
+        """One line for a write that failed (disk full, I/O error, read-only folder): the
+        cause and the checkpoint on disk, read from the file, to resume from."""
+        if self.world_size > 1 and self.rank == 0:  # the others wait at the next stop decision
+            all_reduce_max(float(WRITE_FAILED), self.device)
+        cause = str(error)
+        if error.errno is not None and error.strerror:
+            cause = f"{error.strerror}, {errno.errorcode.get(error.errno, error.errno)}"
+        words, step = describe_last_checkpoint(self.run_dir)
+        then = "; resume from it once the cause is fixed" if step is not None else ""
+        return CheckpointError(
+            f"training stopped at step {self.step}: could not write {what} ({cause}); {words}"
+            + then
+        )
 
     def _warn_diverging(self) -> None:
         if self.rank != 0:

@@ -1,0 +1,293 @@
+"""A checkpoint that cannot be written (disk full, I/O error, read-only folder) stops the run
+with one line naming the cause and the last good checkpoint, exit 2, no traceback; the
+temporary file is removed, the previous checkpoint stays and loads, and a resume from it
+equals an uninterrupted run.
+
+The failure is injected at the first save after a good one (step 8, the good one at step 4).
+EFBIG is a real error of the kernel inside safetensors' write (a file size limit, as a quota
+sets); ENOSPC is raised as safetensors raises it (its SafetensorError, "(os error 28)"), EIO
+and EROFS by patched os functions where the save calls them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import SafetensorError
+
+import scorelab
+import scorelab.training.checkpoint as checkpoint_module
+import scorelab.training.trainer as trainer_module
+from scorelab.cli import main
+from scorelab.runs import load_run
+from scorelab.training import read_checkpoint
+from scorelab.training.checkpoint import CHECKPOINT, PREVIOUS, save_checkpoint
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
+
+RING = ["--data", "ring", "--n-data", "256", "--batch-size", "32", "--width", "16", "--depth",
+        "1", "--log-every", "1", "--ckpt-every", "4", "--steps", "12", "--no-progress"]  # fmt: skip
+TMP = f".{CHECKPOINT}.tmp"
+
+
+def _losses(run: Path) -> list[tuple[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [(r["step"], r["loss"]) for r in csv.DictReader(f)]
+
+
+def _temporary_files(run: Path) -> list[str]:
+    return sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("full") / "run"
+    assert main(["train", *RING, "--out", str(run)]) == 0
+    return run
+
+
+@contextlib.contextmanager
+def _disk_full(run: Path) -> Iterator[None]:
+    """ENOSPC as safetensors reports it (its SafetensorError, "... (os error 28)")."""
+
+    def save_file(tensors, path, metadata=None):
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint_module, "save_file", save_file)
+        yield
+
+
+@contextlib.contextmanager
+def _file_too_large(run: Path) -> Iterator[None]:
+    """A real write error from the kernel inside safetensors: a 16 KiB file size limit (the
+    checkpoint has 33 KB), as a quota would set."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@contextlib.contextmanager
+def _fsync_eio(run: Path) -> Iterator[None]:
+    real = os.fsync
+
+    def fsync(fd):
+        tmp = run / TMP
+        if tmp.exists() and os.fstat(fd).st_ino == tmp.stat().st_ino:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", fsync)
+        yield
+
+
+@contextlib.contextmanager
+def _rename_eio(run: Path) -> Iterator[None]:
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(src).name == TMP:  # the new checkpoint moving into place
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+        return real(src, dst)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        yield
+
+
+@contextlib.contextmanager
+def _read_only(run: Path) -> Iterator[None]:
+    def save_file(tensors, path, metadata=None):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint_module, "save_file", save_file)
+        yield
+
+
+FAILURES = {
+    "ENOSPC": _disk_full,
+    "EFBIG": _file_too_large,
+    "EIO-fsync": _fsync_eio,
+    "EIO-rename": _rename_eio,
+    "EROFS": _read_only,
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_a_failed_checkpoint_write_stops_in_one_line_and_keeps_the_last_good_one(
+    tmp_path, monkeypatch, capsys, uninterrupted, failure
+):
+    if failure == "EFBIG" and resource is None:
+        pytest.skip("no resource module here")
+    run = tmp_path / "run"
+    real_save, saves = trainer_module.save_checkpoint, []
+
+    def second_save_fails(*args, **kwargs):
+        saves.append(1)
+        if len(saves) != 2:
+            return real_save(*args, **kwargs)
+        with FAILURES[failure](run):  # the fault, for this save only
+            return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", second_save_fails)
+    capsys.readouterr()
+    assert main(["train", *RING, "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    code = failure.split("-")[0]
+    number = getattr(errno, code)
+    ckpt = run / CHECKPOINT
+    assert err.strip() == (
+        f"scorelab train: error: training stopped at step 8: could not write its checkpoint "
+        f"({os.strerror(number)}, {code}); the last checkpoint, {ckpt} (step 4), is intact; "
+        "resume from it once the cause is fixed"
+    ), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert _temporary_files(run) == []
+    _, meta = read_checkpoint(ckpt)
+    assert meta["step"] == 4
+    loaded = load_run(run)  # the previous checkpoint loads as a run
+    assert loaded.step == 4 and loaded.config.data == "ring"
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert f"resumed from {ckpt} at step 4" in capsys.readouterr().out
+    assert _losses(run) == _losses(uninterrupted) and len(_losses(run)) == 12
+
+
+def test_without_hard_links_a_failed_rename_puts_the_checkpoint_back(tmp_path, monkeypatch):
+    """Where os.link fails (a file system without hard links) the save renames the current
+    checkpoint to .prev first; if the new one then cannot take its place, it comes back."""
+    first = {"w": torch.zeros(3)}
+    save_checkpoint(tmp_path, first, {"step": 1})
+    real = os.replace
+
+    def no_link(src, dst):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    def replace(src, dst):
+        if Path(src).name == TMP:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        save_checkpoint(tmp_path, {"w": torch.ones(3)}, {"step": 2})
+    monkeypatch.undo()
+    tensors, meta = read_checkpoint(tmp_path / CHECKPOINT)
+    assert meta["step"] == 1 and torch.equal(tensors["w"], first["w"])
+    assert _temporary_files(tmp_path) == []
+    # and with hard links, every save keeps the one before as .prev
+    save_checkpoint(tmp_path, {"w": torch.ones(3)}, {"step": 2})
+    assert read_checkpoint(tmp_path / PREVIOUS)[1]["step"] == 1
+    assert read_checkpoint(tmp_path / CHECKPOINT)[1]["step"] == 2
+
+
+def test_a_failed_config_write_is_one_line(tmp_path, monkeypatch, capsys):
+    import scorelab.runs.base as base
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(base, "atomic_write_bytes", full)
+    assert main(["train", *RING, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"scorelab train: error: cannot write {tmp_path / 'run' / 'config.json'}: "
+        "No space left on device"
+    )
+
+
+def test_atomic_write_bytes_removes_its_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    checkpoint_module.atomic_write_bytes(path, b"old")
+
+    def fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        checkpoint_module.atomic_write_bytes(path, b"new")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old" and _temporary_files(tmp_path) == []
+
+
+def _limit_file_size() -> None:  # in rank 0's process, before it starts: EFBIG past 16 KiB
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def _launch(argv: list[str], world: int = 2) -> list[subprocess.CompletedProcess]:
+    """world processes with the environment torchrun gives its workers (gloo on the CPU);
+    rank 0's files may not grow past 16 KiB."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    src = str(Path(scorelab.__file__).parents[1])
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "RANK": str(rank),
+               "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port}  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "scorelab", *argv],
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=_limit_file_size if rank == 0 else None,
+            )  # fmt: skip
+        )
+    done = []
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+@pytest.mark.skipif(resource is None, reason="no resource module here")
+def test_under_two_ranks_a_failed_write_stops_every_rank(tmp_path):
+    """Rank 0 cannot write its checkpoint (a real EFBIG from the kernel): both ranks exit 2
+    at once instead of rank 1 waiting for a collective that never comes."""
+    run = tmp_path / "run"
+    assert main(["train", *RING, "--steps", "4", "--out", str(run)]) == 0
+    procs = _launch(["train", "--out", str(run), "--resume", "--steps", "8", "--no-progress"])
+    assert [p.returncode for p in procs] == [2, 2], procs[0].stderr + procs[1].stderr
+    ckpt = run / CHECKPOINT
+    assert "Traceback" not in procs[0].stderr + procs[1].stderr
+    assert procs[0].stderr.strip().splitlines()[-1] == (
+        "scorelab train: error: training stopped at step 8: could not write its checkpoint "
+        f"(File too large, EFBIG); the last checkpoint, {ckpt} (step 4), is intact; "
+        "resume from it once the cause is fixed"
+    )
+    assert procs[1].stderr.strip().splitlines()[-1] == (
+        f"scorelab train: error: training stopped at step 8: rank 0 could not write to {run} "
+        "(its message says why)"
+    )
+    assert _temporary_files(run) == [] and read_checkpoint(ckpt)[1]["step"] == 4
