@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -404,6 +405,10 @@ def test_cli_subprocess_stops_on_a_signal_and_resumes(tmp_path, capsys, signum, 
         f"scorelab train: {word} at step {step}: checkpoint {ckpt} written; continue with --resume"
     ]
     assert int(_cli_losses(run)[-1][0]) == step
+    # the interrupted run samples at once, though no periodic checkpoint was due
+    assert main(["sample", str(run), "--n", "20", "--steps", "10", "--sampler", "ddim",
+                 "--out", str(tmp_path / "s.npy")]) == 0  # fmt: skip
+    assert np.load(tmp_path / "s.npy").shape == (20, 2)
     argv = ["train", "--out", str(run), "--resume", "--steps", str(step + 3), "--no-progress"]
     assert main(argv) == 0
     assert f"resumed from {ckpt} at step {step}" in capsys.readouterr().out

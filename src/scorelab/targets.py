@@ -3,8 +3,8 @@
 `--target module:function` names a function taking a float tensor (n, d) and returning
 ∇log p_0 at those points, (n, d). Without data, samples come from unadjusted Langevin
 dynamics on that score (Roberts & Tweedie 1996): x <- x + delta s(x) + sqrt(2 delta) z. Its
-mixing is reported with the split potential scale reduction R-hat of Gelman et al. (2013) over traced
-chains; R-hat near 1 is necessary, not sufficient: chains that all sit in one basin of a
+mixing is reported with the split potential scale reduction R-hat of Gelman et al. (2013) over
+traced chains; R-hat near 1 is necessary, not sufficient: chains that all sit in one basin of a
 multimodal p agree with each other and still give the wrong mode weights.
 """
 

@@ -491,25 +491,8 @@ class DiffusionKind:
     ) -> RunConfig:
         return fit_model_to_data(resolve_objective(cfg), image_shape, dim)
 
-    def prepare(
-        self, cfg: RunConfig, *, log: Callable[[str], None], out: Path | None = None
-    ) -> Prepared:
-        return prepare_diffusion(cfg, log=log, out=out)
-
-    def train(
-        self,
-        cfg: RunConfig,
-        out: Path,
-        tensors: dict[str, Tensor] | None,
-        meta: dict | None,
-        *,
-        progress: bool = True,
-        log: Callable[[str], None] = print,
-        pictures: bool = True,
-    ) -> TrainResult:
-        return train_diffusion(
-            cfg, out, tensors, meta, progress=progress, log=log, pictures=pictures
-        )
+    prepare = staticmethod(prepare_diffusion)
+    train = staticmethod(train_diffusion)
 
     def load(
         self, run_dir: Path, cfg: RunConfig, state: dict[str, Tensor], meta: dict, *, weights: str

@@ -69,8 +69,11 @@ def resolve_vae_config(cfg: RunConfig, image_shape: tuple[int, int, int] | None,
     return cfg.replace(model=m, objective="elbo")
 
 
-def prepare_vae(cfg: RunConfig, *, log: Callable[[str], None] = print) -> Prepared:
-    """The VAE config resolved against its data: latent size, decoder, normalization."""
+def prepare_vae(
+    cfg: RunConfig, *, log: Callable[[str], None] = print, out: Path | None = None
+) -> Prepared:
+    """The VAE config resolved against its data: latent size, decoder, normalization (out:
+    unused, the VAE makes no data of its own)."""
     cfg.train.validate()
     if cfg.data is None:
         raise ScorelabError("--data is required for --model vae")
@@ -301,23 +304,8 @@ class VAEKind:
     ) -> RunConfig:
         return resolve_vae_config(cfg, image_shape, dim)
 
-    def prepare(
-        self, cfg: RunConfig, *, log: Callable[[str], None], out: Path | None = None
-    ) -> Prepared:
-        return prepare_vae(cfg, log=log)
-
-    def train(
-        self,
-        cfg: RunConfig,
-        out: Path,
-        tensors: dict[str, Tensor] | None,
-        meta: dict | None,
-        *,
-        progress: bool = True,
-        log: Callable[[str], None] = print,
-        pictures: bool = True,
-    ) -> TrainResult:
-        return train_vae(cfg, out, tensors, meta, progress=progress, log=log, pictures=pictures)
+    prepare = staticmethod(prepare_vae)
+    train = staticmethod(train_vae)
 
     def load(
         self, run_dir: Path, cfg: RunConfig, state: dict[str, Tensor], meta: dict, *, weights: str
