@@ -115,11 +115,17 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(args, overrides)
     if args.out is None:
         raise ScorelabError("--out is required: the run directory to create or resume")
-    from scorelab.training.distributed import init_from_env, shutdown
+    from scorelab.training.distributed import barrier, init_from_env, shutdown
+    from scorelab.training.preemption import Preempted
 
     rank, _ = init_from_env(str(overrides.get("train.device", "cpu")))
     try:
-        return _train_and_report(args, overrides, rank)
+        status = _train_and_report(args, overrides, rank)
+        barrier()  # ranks leave together: tearing gloo down under a busy peer can abort it
+        return status
+    except Preempted:
+        barrier()  # every rank stops at the same step, so every rank is here
+        raise
     finally:
         shutdown()
 

@@ -65,6 +65,12 @@ def all_reduce_mean(values: list[float], device: torch.device) -> list[float]:
     return (t / world()[1]).tolist()
 
 
+def barrier() -> None:
+    """Wait for every rank (nothing outside a process group). Only where all ranks arrive."""
+    if is_distributed():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
