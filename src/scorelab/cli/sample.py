@@ -26,15 +26,17 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the noise (default: 0)")
     p.add_argument(
         "--sampler",
-        default="ddpm",
+        default=None,
         choices=list(SAMPLERS),
-        help="sampler (default: ddpm; `scorelab samplers` lists them)",
+        help="sampler (default: ddpm, over every step of the schedule for vectors and 50 "
+        "respaced steps for images; `scorelab samplers` lists them)",
     )
     p.add_argument(
         "--steps",
         type=positive_int,
         default=None,
-        help="sampling steps, i.e. grid intervals (default: T; fewer respace the grid)",
+        help="sampling steps, i.e. grid intervals (default: T, or 50 for an image run with the "
+        "default sampler; fewer respace the grid)",
     )
     p.add_argument(
         "--spacing",
@@ -153,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
 
     suffix = args.out.suffix.lower()
     run = load_run(args.run_dir, weights=args.weights)
+    if args.sampler is None:  # the run's own default (runs/diffusion.py: Run.default_sampling)
+        default = run.default_sampling()
+        args.sampler = default["sampler"]
+        args.steps = default["steps"] if args.steps is None else args.steps
     args.vae_options = {}
     if args.latents is not None:
         if not isinstance(run, VAERun):

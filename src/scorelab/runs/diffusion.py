@@ -355,6 +355,12 @@ class Run:
         """The shape of one example: (C, H, W) for images, (dim,) for vectors."""
         return sample_shape(self.config.model, 1)[1:]
 
+    def default_sampling(self) -> dict:
+        """`scorelab sample`'s sampler when none is given: ancestral DDPM, over every step of
+        the schedule for vectors, 50 respaced steps for images (the digits benchmark: FD 1.18
+        at 50 steps against DDIM's 1.73, in 1/20 of the time of all 1000)."""
+        return {"sampler": "ddpm", "steps": 50 if DIFFUSION.is_image(self.config) else None}
+
     def preview(self, steps: int = 50) -> tuple[dict, str]:
         """How previews (compare) sample: DDIM with at most `steps` steps."""
         steps = min(steps, self.schedule.default_steps)

@@ -170,6 +170,10 @@ class VAERun:
         """The shape of one example: (C, H, W) for images, (dim,) for vectors."""
         return tuple(self.model.shape)
 
+    def default_sampling(self) -> dict:
+        """The VAE decodes z in one call: no sampler, no steps."""
+        return {"sampler": "ddpm", "steps": None}
+
     def preview(self, steps: int = 50) -> tuple[dict, str]:
         """How previews (compare) sample: the decoder at z ~ p(z); there are no steps."""
         return {}, "decoder (prior)"
