@@ -104,6 +104,14 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _stems(names: list[str]) -> list[str]:
+    """A file-name stem per run: its name made safe, numbered where two would collide."""
+    stems = [_safe(name) for name in names]
+    if len(set(stems)) < len(stems):
+        stems = [f"{i}_{stem}" for i, stem in enumerate(stems)]
+    return stems
+
+
 def _load_all(run_dirs: Sequence[Path]) -> list:
     if not run_dirs:
         raise ScorelabError("give at least one run directory")
@@ -157,7 +165,7 @@ def compare_runs(
     if len(set(names)) < len(names):
         names = [str(r.run_dir) for r in runs]
     summaries = []
-    for name, run in zip(names, runs, strict=True):
+    for name, stem, run in zip(names, _stems(names), runs, strict=True):
         log(f"{name}: sampling {n}")
         x, nfe, seconds, sampler = _draw(run, n, seed=seed, steps=steps)
         results = evaluate_metrics(run, metrics, n, seed=seed, samples=x, log=log)
@@ -173,7 +181,6 @@ def compare_runs(
             seconds,
             results,
         )
-        stem = _safe(name)
         summary.pictures["samples"] = _picture(
             x[:64] if images else x, out / f"{stem}_samples.png", reference, f"{name}: {sampler}"
         )
@@ -301,25 +308,36 @@ def _sections(summaries: list[RunSummary], n: int) -> list[tuple[str, list[str],
     return out
 
 
+_MD_SPECIAL = set("\\`*[]<>|&")
+
+
+def _md(text: str) -> str:
+    """text as literal markdown on one line: run names and config strings are data, so line
+    breaks become spaces and markdown's specials (a table's pipe, markup, links, HTML tags,
+    entities) are backslash-escaped; they render as the characters they are."""
+    text = " ".join(str(text).split())
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(_md(c) for c in cells) + " |"
 
     lines = [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
     return "\n".join(lines)
 
 
 def _markdown(title: str, sections, summaries: list[RunSummary], out: Path) -> str:
-    parts = [f"# {title}", ""]
+    parts = [f"# {_md(title)}", ""]
     for heading, header, rows in sections:
-        parts += [f"## {heading}", "", _md_table(header, rows), ""]
+        parts += [f"## {_md(heading)}", "", _md_table(header, rows), ""]
     parts += ["## Samples", ""]
     for s in summaries:
         for label, path in s.pictures.items():
             parts += [
-                f"**{s.name}**: {label}",
+                f"**{_md(s.name)}**: {_md(label)}",
                 "",
-                f"![{s.name} {label}]({path.relative_to(out)})",
+                f"![{_md(s.name)} {_md(label)}]({path.relative_to(out).as_posix()})",
                 "",
             ]
     return "\n".join(parts)
