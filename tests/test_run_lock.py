@@ -212,3 +212,26 @@ def test_torchrun_max_restarts_continues_a_killed_run_exactly(tmp_path):
     assert f"resumed from {run / 'checkpoint.safetensors'} at step 5" in proc.stdout
     assert main(["train", *args, "--out", str(full)]) == 0
     assert _losses(run) == _losses(full) and len(_losses(full)) == 12
+
+
+def test_readers_beside_a_writer_always_read_a_whole_checkpoint(tmp_path):
+    """A checkpoint replaced every step while another process reads it for 5 s: every read is
+    complete. safetensors' torch reader opens the path twice (header, then tensors), so a
+    replacement in between paired one file's header with the next one's bytes ("size ... is
+    smaller than the required mapping size"): one failure in about 20 s of reads before
+    read_checkpoint read the file once."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "scorelab", "train", *RING, "--steps", "1000000",
+           "--ckpt-every", "1", "--out", str(run)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_checkpoint(run, proc)
+        reads, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 5:
+            _, meta = read_checkpoint(run / "checkpoint.safetensors", prefixes=("ema/",))
+            assert meta["step"] >= 1
+            reads += 1
+        assert reads > 100
+    finally:
+        proc.kill()
+        proc.wait()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -162,12 +162,20 @@ def read_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-            if raw.get("format") != FORMAT:
-                raise CheckpointError(f"{path} is not a scorelab checkpoint")
-            keys = [k for k in f.keys() if prefixes is None or k.startswith(prefixes)]
-            tensors = {k: f.get_tensor(k) for k in keys}
+        # one read of one open file: safetensors' torch reader opens the path again for the
+        # tensors, so a writer replacing the file in between (a reader beside a training run)
+        # would pair one file's header with the other's bytes
+        with open(path, "rb") as f:
+            data = f.read()
+        size = int.from_bytes(data[:8], "little")
+        raw = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+        if raw.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a scorelab checkpoint")
+        tensors = {
+            k: v
+            for k, v in safetensors_load(data).items()
+            if prefixes is None or k.startswith(prefixes)
+        }
         meta = {k: json.loads(v) for k, v in raw.items() if k != "format"}
     except CheckpointError:
         raise
