@@ -1,5 +1,3 @@
-import sys
+from scorelab.cli import console
 
-from scorelab.cli import main
-
-sys.exit(main())
+console()

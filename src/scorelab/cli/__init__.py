@@ -5,6 +5,7 @@ signal preempted training (a scheduler may requeue), 130 on Ctrl-C."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -61,3 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             note = f"; {words}" + ("; continue with --resume" if step is not None else "")
         print(f"\nscorelab {args.command}: interrupted{note}", file=sys.stderr)
         return 130
+
+
+def console() -> None:
+    """The `scorelab` program (console script and `python -m scorelab`): main's status as the
+    exit status. A rank of a process group (WORLD_SIZE > 1, e.g. under torchrun) leaves with
+    os._exit once its output is flushed: its group is destroyed by then, but gloo's worker
+    threads can still abort the interpreter's finalization ("terminate called without an
+    active exception", SIGABRT), which would turn a finished run into a failed one."""
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
