@@ -8,9 +8,7 @@ So weights, EMA and the logged losses agree to float tolerance.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import scorelab
 from scorelab.cli import main
+from tests.helpers import launch_ranks, subprocess_env
 
 ARGS = [
     "--data", "ring", "--n-data", "512", "--steps", "8", "--batch-size", "32", "--width", "16",
@@ -33,41 +31,6 @@ def _losses(run: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    src = str(Path(scorelab.__file__).parents[1])
-    return {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
-
-
-def _launch(argv: list[str], world: int = 2) -> list[subprocess.CompletedProcess]:
-    """Start world processes with the environment torchrun gives its workers."""
-    port = str(_free_port())
-    procs = []
-    for rank in range(world):
-        env = {**_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port}  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "scorelab", *argv],
-                env=env,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )  # fmt: skip
-        )
-    done = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return done
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
     """Steps 5-8 of a run in 2 processes (resumed from step 4) equal them in one process."""
@@ -75,7 +38,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
     assert main(["train", *ARGS, "--micro-batches", "2", "--steps", "4", "--out", str(single)]) == 0
     shutil.copytree(single, ddp)
     assert main(["train", *ARGS, "--micro-batches", "2", "--out", str(single), "--resume"]) == 0
-    procs = _launch(["train", *ARGS, "--micro-batches", "1", "--out", str(ddp), "--resume"])
+    procs = launch_ranks(["train", *ARGS, "--micro-batches", "1", "--out", str(ddp), "--resume"])
     assert all(p.returncode == 0 for p in procs), procs[0].stderr[-2000:] + procs[1].stderr[-2000:]
     assert "resumed from" in procs[0].stdout and "trained to step 8" in procs[0].stdout
     assert procs[1].stdout == ""  # rank 0 alone reports and writes
@@ -95,7 +58,7 @@ def test_torchrun_launches_the_same_training(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "scorelab", "train", *ARGS, "--out", str(ddp)]  # fmt: skip
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("trained to step 8") == 1
     assert main(["train", *ARGS, "--micro-batches", "2", "--out", str(single)]) == 0
@@ -108,7 +71,7 @@ def test_a_time_cap_stops_every_rank_at_the_same_step(tmp_path):
     both stop after the same step and neither waits forever on the other's collective."""
     run = tmp_path / "capped"
     argv = [*ARGS, "--steps", "1000000", "--max-seconds", "2", "--log-every", "10"]
-    procs = _launch(["train", *argv, "--out", str(run)])
+    procs = launch_ranks(["train", *argv, "--out", str(run)])
     assert all(p.returncode == 0 for p in procs), procs[0].stderr[-2000:] + procs[1].stderr[-2000:]
     with open(run / "metrics.csv", newline="") as f:
         last = int(list(csv.DictReader(f))[-1]["step"])

@@ -16,9 +16,6 @@ import csv
 import errno
 import os
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,13 +23,13 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-import scorelab
 import scorelab.training.checkpoint as checkpoint_module
 import scorelab.training.trainer as trainer_module
 from scorelab.cli import main
 from scorelab.runs import load_run
 from scorelab.training import read_checkpoint
 from scorelab.training.checkpoint import CHECKPOINT, PREVIOUS, save_checkpoint
+from tests.helpers import launch_ranks
 
 try:
     import resource
@@ -240,36 +237,6 @@ def _limit_file_size() -> None:  # in rank 0's process, before it starts: EFBIG 
     resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
 
-def _launch(argv: list[str], world: int = 2) -> list[subprocess.CompletedProcess]:
-    """world processes with the environment torchrun gives its workers (gloo on the CPU);
-    rank 0's files may not grow past 16 KiB."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    src = str(Path(scorelab.__file__).parents[1])
-    procs = []
-    for rank in range(world):
-        env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port}  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "scorelab", *argv],
-                env=env,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                preexec_fn=_limit_file_size if rank == 0 else None,
-            )  # fmt: skip
-        )
-    done = []
-    for p in procs:
-        out, err = p.communicate(timeout=180)
-        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return done
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 @pytest.mark.skipif(resource is None, reason="no resource module here")
 def test_under_two_ranks_a_failed_write_stops_every_rank(tmp_path):
@@ -277,7 +244,10 @@ def test_under_two_ranks_a_failed_write_stops_every_rank(tmp_path):
     at once instead of rank 1 waiting for a collective that never comes."""
     run = tmp_path / "run"
     assert main(["train", *RING, "--steps", "4", "--out", str(run)]) == 0
-    procs = _launch(["train", "--out", str(run), "--resume", "--steps", "8", "--no-progress"])
+    procs = launch_ranks(
+        ["train", "--out", str(run), "--resume", "--steps", "8", "--no-progress"],
+        rank0_preexec=_limit_file_size,
+    )
     assert [p.returncode for p in procs] == [2, 2], procs[0].stderr + procs[1].stderr
     ckpt = run / CHECKPOINT
     assert "Traceback" not in procs[0].stderr + procs[1].stderr

@@ -15,7 +15,6 @@ import csv
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,11 +27,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-import scorelab
 from scorelab.cli import main
 from scorelab.config import TrainConfig
 from scorelab.training import Trainer, TrainingDiverged, read_checkpoint
 from scorelab.training.preemption import EX_INTERRUPTED, EX_TEMPFAIL, STOP_SIGNALS, Preempted
+from tests.helpers import free_port, rank_env, subprocess_env
 
 STEPS = 24
 
@@ -360,11 +359,6 @@ def test_cli_a_failed_save_at_the_stop_names_the_checkpoint_on_disk(tmp_path, mo
     )
 
 
-def _env() -> dict[str, str]:
-    src = str(Path(scorelab.__file__).parents[1])
-    return {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
-
-
 def _default_sigint() -> None:  # a child of a shell's background job starts with SIGINT ignored
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -391,7 +385,7 @@ def test_cli_subprocess_stops_on_a_signal_and_resumes(tmp_path, capsys, signum, 
     cmd = [sys.executable, "-m", "scorelab", "train", *RING, "--steps", "1000000", "--out",
            str(run)]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cmd, env=subprocess_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         preexec_fn=_default_sigint,
     )  # fmt: skip
     _wait_for_rows(run, [proc])
@@ -415,22 +409,14 @@ def test_cli_subprocess_stops_on_a_signal_and_resumes(tmp_path, capsys, signum, 
     assert int(_cli_losses(run)[-1][0]) == step + 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_two_ranks_agree_on_the_stop_step_when_one_is_signalled(tmp_path):
     """SIGTERM to rank 1 alone: both ranks stop after the same step, rank 0 writes the
     checkpoint and the message, both exit with 75."""
-    run, port = tmp_path / "ddp", str(_free_port())
+    run, port = tmp_path / "ddp", str(free_port())
     procs = []
     for rank in range(2):
-        env = {**_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port}  # fmt: skip
+        env = rank_env(rank, 2, port)
         cmd = [sys.executable, "-m", "scorelab", "train", *RING, "--steps", "1000000",
                "--out", str(run)]  # fmt: skip
         procs.append(

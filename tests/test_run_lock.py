@@ -23,11 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-import scorelab
 from scorelab.cli import main
 from scorelab.training import read_checkpoint
 from scorelab.training.runlock import LOCK, RunLocked, acquire, holding_run_lock, release
-from tests.helpers import cli_fails
+from tests.helpers import cli_fails, launch_ranks, subprocess_env
 
 RING = ["--data", "ring", "--n-data", "256", "--batch-size", "32", "--width", "16", "--depth",
         "1", "--log-every", "1", "--no-progress"]  # fmt: skip
@@ -37,11 +36,6 @@ HOST = socket.gethostname()
 def _losses(run: Path) -> list[tuple[str, str]]:
     with open(run / "metrics.csv", newline="") as f:
         return [(r["step"], r["loss"]) for r in csv.DictReader(f)]
-
-
-def _env() -> dict[str, str]:
-    src = str(Path(scorelab.__file__).parents[1])
-    return {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
 
 
 def _wait_for_checkpoint(run: Path, proc: subprocess.Popen) -> None:
@@ -73,7 +67,7 @@ def test_a_second_writer_is_refused_readers_are_not_and_kill_9_leaves_no_lock(tm
     cmd = [sys.executable, "-m", "scorelab", "train", *RING, "--steps", "1000000",
            "--ckpt-every", "5", "--out", str(run)]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, env=subprocess_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         _wait_for_checkpoint(run, proc)
@@ -125,32 +119,6 @@ def test_resume_auto_starts_then_continues_a_run_exactly(tmp_path, capsys):
     cli_fails(["train", "--out", str(run), "--resume", "always"], capsys, "invalid choice")
 
 
-def _launch(argv: list[str], world: int = 2) -> list[subprocess.CompletedProcess]:
-    """world processes with the environment torchrun gives its workers (gloo on the CPU)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    procs = []
-    for rank in range(world):
-        env = {**_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port}  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "scorelab", *argv],
-                env=env,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )  # fmt: skip
-        )
-    done = []
-    for p in procs:
-        out, err = p.communicate(timeout=180)
-        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return done
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_under_torchrun_rank_0_alone_locks_and_every_rank_is_refused_together(tmp_path):
     """Two gloo ranks with --resume auto: refused together (exit 2, one line each) while
@@ -160,16 +128,16 @@ def test_under_torchrun_rank_0_alone_locks_and_every_rank_is_refused_together(tm
     run.mkdir()
     argv = ["train", *RING, "--out", str(run), "--resume", "auto"]
     with holding_run_lock(run):
-        procs = _launch([*argv, "--steps", "4"])
+        procs = launch_ranks([*argv, "--steps", "4"])
     assert [p.returncode for p in procs] == [2, 2]
     for p in procs:  # (the process group may warn about its sockets on lines of its own)
         last = p.stderr.strip().splitlines()[-1]
         assert "Traceback" not in p.stderr, p.stderr
         assert last.startswith("scorelab train: error: ") and f"process {os.getpid()}" in last
-    procs = _launch([*argv, "--steps", "4"])
+    procs = launch_ranks([*argv, "--steps", "4"])
     assert [p.returncode for p in procs] == [0, 0], procs[0].stderr[-2000:] + procs[1].stderr
     assert "starting a new run" in procs[0].stdout and procs[1].stdout == ""
-    procs = _launch([*argv, "--steps", "6"])
+    procs = launch_ranks([*argv, "--steps", "6"])
     assert [p.returncode for p in procs] == [0, 0], procs[0].stderr[-2000:] + procs[1].stderr
     assert "at step 4" in procs[0].stdout and "trained to step 6" in procs[0].stdout
     assert len(_losses(run)) == 6
@@ -206,7 +174,7 @@ def test_torchrun_max_restarts_continues_a_killed_run_exactly(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "1", "--max-restarts", "1", str(worker), "train", *args, "--out", str(run),
            "--resume", "auto"]  # fmt: skip
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "starting a new run" in proc.stdout
     assert f"resumed from {run / 'checkpoint.safetensors'} at step 5" in proc.stdout
@@ -223,7 +191,9 @@ def test_readers_beside_a_writer_always_read_a_whole_checkpoint(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "scorelab", "train", *RING, "--steps", "1000000",
            "--ckpt-every", "1", "--out", str(run)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         _wait_for_checkpoint(run, proc)
         reads, start = 0, time.perf_counter()

@@ -85,10 +85,6 @@ def _dim() -> Any:
     )
 
 
-def _check_network(config: Any) -> None:
-    check_section(config)
-
-
 @dataclass(frozen=True)
 class MLPConfig:
     """The residual MLP with a time embedding, for vectors (nn/mlp.py)."""
@@ -103,7 +99,7 @@ class MLPConfig:
     num_classes: int = 0
 
     def validate(self) -> None:
-        _check_network(self)
+        check_section(self)
 
 
 @dataclass(frozen=True)
@@ -135,7 +131,7 @@ class UNetConfig:
     num_classes: int = 0  # as MLPConfig's
 
     def validate(self) -> None:
-        _check_network(self)
+        check_section(self)
 
 
 @dataclass(frozen=True)
@@ -171,7 +167,7 @@ class VAEConfig:
     )
 
     def validate(self) -> None:
-        _check_network(self)
+        check_section(self)
 
 
 # the networks a run can train, by the name its config.json stores (model.name)
@@ -477,7 +473,7 @@ def migrate_stored(d: dict[str, Any]) -> dict[str, Any]:
     if version == 1:
         d = {**d, "version": CONFIG_VERSION}
         if isinstance(d.get("model"), dict):
-            d["model"] = model_config(d["model"], strict=False).__dict__.copy()
+            d["model"] = dataclasses.asdict(model_config(d["model"], strict=False))
         if isinstance(d.get("score"), dict) and "tsm_blend" not in d["score"]:
             d["score"] = {**d["score"], "tsm_blend": "none"}
     return d
@@ -509,9 +505,8 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     if name is not None:
         if name not in NETWORKS:
             raise ScorelabError(f"unknown model {name!r}; choose one of: {', '.join(NETWORKS)}")
-        d["model"] = {**model_config({"name": name}).__dict__, "name": name} | {
-            k: v for k, v in d["model"].items() if k != "name" and k in _fields(NETWORKS[name])
-        }
+        shared = {k: v for k, v in d["model"].items() if k in _fields(NETWORKS[name])}
+        d["model"] = dataclasses.asdict(NETWORKS[name]()) | shared | {"name": name}
     for key, value in overrides.items():
         node = d
         *parents, leaf = key.split(".")
@@ -586,7 +581,7 @@ def overrides_from_dict(d: Any, source: str = "the config") -> dict[str, Any]:
         raise ScorelabError(f"{source} must be a JSON object like a run's config.json")
     model = d.get("model")
     if "version" not in d and isinstance(model, dict) and set(model) >= _V1_MODEL:
-        d = {**d, "model": model_config(model, strict=False).__dict__.copy()}
+        d = {**d, "model": dataclasses.asdict(model_config(model, strict=False))}
     defaults = RunConfig().to_dict()
     defaults["model"] = {}
     for cls in NETWORKS.values():  # every network's settings

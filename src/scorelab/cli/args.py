@@ -105,7 +105,6 @@ def _setting_type(entry: Entry) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"must be {rule.words}, got {text}")
         return value
 
-    parse.__name__ = entry.base.__name__  # argparse names the type in its messages
     return parse
 
 
