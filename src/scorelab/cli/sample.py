@@ -147,11 +147,10 @@ def _add_guidance_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from scorelab.build import build_data
     from scorelab.evaluation import scatter_vs_data
     from scorelab.runs import VAERun, is_image, load_run
+    from scorelab.training.checkpoint import atomic_save_npy
 
     suffix = args.out.suffix.lower()
     run = load_run(args.run_dir, weights=args.weights)
@@ -189,9 +188,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".npy":
-            tmp = args.out.with_name(f".{args.out.name}.tmp.npy")
-            np.save(tmp, x.numpy())
-            tmp.replace(args.out)
+            atomic_save_npy(args.out, x.numpy())
         else:
             data = build_data(run.config)
             how = "VAE decoder" if isinstance(run, VAERun) else args.sampler
@@ -206,14 +203,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _sample_images(args: argparse.Namespace, run) -> int:
     """Image runs: .png a grid, .gif the denoising trajectory (and a strip), .npy uint8."""
-    import numpy as np
-
     from scorelab.data.images import to_uint8
     from scorelab.evaluation.images import (
         save_image_grid,
         save_trajectory_gif,
         save_trajectory_strip,
     )
+    from scorelab.training.checkpoint import atomic_save_npy
 
     suffix = args.out.suffix.lower()
     if suffix not in (".npy", ".png", ".gif"):
@@ -239,9 +235,7 @@ def _sample_images(args: argparse.Namespace, run) -> int:
         if suffix == ".npy":
             arr = to_uint8(x)
             arr = arr[..., 0] if arr.shape[3] == 1 else arr
-            tmp = args.out.with_name(f".{args.out.name}.tmp.npy")
-            np.save(tmp, arr)
-            tmp.replace(args.out)
+            atomic_save_npy(args.out, arr)
         elif suffix == ".png":
             save_image_grid(x, args.out)
         else:

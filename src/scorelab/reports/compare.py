@@ -29,6 +29,7 @@ from scorelab.errors import CheckpointError, ScorelabError
 from scorelab.evaluation.registry import compared_metrics
 from scorelab.runs import is_image, kind_of, load_run
 from scorelab.runs.vae import VAERun, save_samples_picture
+from scorelab.training.checkpoint import atomic_write_bytes
 
 
 @dataclass
@@ -203,8 +204,8 @@ def compare_runs(
     sections = _sections(summaries, n)
     md, page = out / "report.md", out / "index.html"
     try:
-        md.write_text(_markdown(title, sections, summaries, out))
-        page.write_text(_html(title, sections, summaries))
+        atomic_write_bytes(md, _markdown(title, sections, summaries, out).encode())
+        atomic_write_bytes(page, _html(title, sections, summaries).encode())
     except OSError as e:
         raise ScorelabError(f"cannot write the report in {out}: {e.strerror or e}") from None
     return page, md

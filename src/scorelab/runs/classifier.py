@@ -41,6 +41,7 @@ from scorelab.processes import DiscreteSchedule
 from scorelab.processes.ddpm import q_sample
 from scorelab.runs.base import CHECKPOINT, CONFIG, IDENTITY, Prepared, prepare_dir, read_stored
 from scorelab.training.checkpoint import atomic_write_bytes, load_state_dict_checked
+from scorelab.training.runlock import holding_run_lock
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import ClassifierFn
 
@@ -250,11 +251,19 @@ def train_classifier(
     progress: bool = True,
     log=print,
 ) -> tuple[TrainResult, list[dict[str, float]]]:
-    """Train p_phi(y | x_t, t) into out; return the result and the accuracy per noise level."""
+    """Train p_phi(y | x_t, t) into out, holding out's writer lock (one writer per run
+    directory, as `train`); return the result and the accuracy per noise level."""
     out = Path(out)
-    if (out / CHECKPOINT).is_file():
-        raise ScorelabError(f"{out} already holds a checkpoint; choose another --out")
     prepare_dir(out)
+    with holding_run_lock(out):
+        if (out / CHECKPOINT).is_file():
+            raise ScorelabError(f"{out} already holds a checkpoint; choose another --out")
+        return _train_classifier(cfg, out, progress=progress, log=log)
+
+
+def _train_classifier(
+    cfg: ClassifierConfig, out: Path, *, progress: bool, log
+) -> tuple[TrainResult, list[dict[str, float]]]:
     cfg.train.validate()
     cfg, x, labels = _load_data(cfg)
     schedule = build_schedule(cfg.schedule)
@@ -267,7 +276,10 @@ def train_classifier(
     trainer = Trainer(
         model, loss_fn, x, cfg.train, out, cfg.to_dict(), progress=progress, labels=labels
     )
-    atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
+    try:
+        atomic_write_bytes(out / CONFIG, json.dumps(cfg.to_dict(), indent=2).encode())
+    except OSError as e:
+        raise ScorelabError(f"cannot write {out / CONFIG}: {e.strerror or e}") from None
     result = trainer.fit()
     model.load_state_dict(trainer.ema.state_dict())
     model.eval().cpu()
@@ -282,11 +294,16 @@ def train_classifier(
     rows = accuracy_by_noise(model, x_eval, y_eval, schedule, seed=cfg.train.seed)
     table = format_accuracy(rows, float(torch.bincount(y_eval).max()) / len(y_eval))
     header = f"accuracy of p(y | x_t, t) per noise level on {len(y_eval)} examples ({where})\n\n"
-    atomic_write_bytes(out / ACCURACY, (header + table).encode())
     csv = "t_lo,t_hi,alpha_bar,accuracy\n" + "".join(
         f"{r['t_lo']},{r['t_hi']},{r['alpha_bar']:.6g},{r['accuracy']:.6g}\n" for r in rows
     )
-    atomic_write_bytes(out / "accuracy.csv", csv.encode())
+    try:
+        atomic_write_bytes(out / ACCURACY, (header + table).encode())
+        atomic_write_bytes(out / "accuracy.csv", csv.encode())
+    except OSError as e:  # the checkpoint is written and complete
+        raise ScorelabError(
+            f"trained, but cannot write the accuracy table in {out}: {e.strerror or e}"
+        ) from None
     log(header + table)
     return result, rows
 

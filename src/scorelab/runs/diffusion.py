@@ -53,7 +53,11 @@ from scorelab.runs.base import CHECKPOINT, IDENTITY, Prepared, fit_run, prepare_
 from scorelab.runs.classifier import NoisyClassifier, load_classifier
 from scorelab.samplers import SampleResult, sample
 from scorelab.samplers.guidance import classifier_free_guided, classifier_guided, conditional
-from scorelab.training.checkpoint import atomic_write_bytes, load_state_dict_checked
+from scorelab.training.checkpoint import (
+    atomic_save_npy,
+    atomic_write_bytes,
+    load_state_dict_checked,
+)
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import CondEpsFn, EpsFn
 
@@ -277,7 +281,6 @@ def _loss_fn(cfg: RunConfig, process, target) -> Callable[..., Tensor]:
 
 def _langevin_data(cfg: RunConfig, target, out: Path, log: Callable[[str], None]) -> Path:
     """Draw cfg.n_data samples by Langevin on the target score into out/LANGEVIN_SAMPLES."""
-    import numpy as np
 
     from scorelab.targets import langevin_samples
 
@@ -291,9 +294,7 @@ def _langevin_data(cfg: RunConfig, target, out: Path, log: Callable[[str], None]
     )
     log(result.report())
     path = out / LANGEVIN_SAMPLES
-    tmp = out / f".{LANGEVIN_SAMPLES}.tmp.npy"
-    np.save(tmp, result.x.numpy())
-    tmp.replace(path)
+    atomic_save_npy(path, result.x.numpy())
     atomic_write_bytes(out / "langevin.txt", (result.report() + "\n").encode())
     return path
 

@@ -12,12 +12,14 @@ removes its temporary files and leaves the checkpoint in place as it was.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
@@ -89,6 +91,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         _remove(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save, atomically (as atomic_write_bytes) and without pickles."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def _keep_previous(path: Path, previous: Path) -> None:
