@@ -1,4 +1,11 @@
-"""The forward process and the posterior as identities (Ho et al. 2020)."""
+"""The forward process and the posterior as identities (Ho et al. 2020).
+
+The expected values are computed from the betas alone, with a running product written out
+here (alpha_bar_t = prod_{s<=t} (1 - beta_s)) and, for the linear schedule, the betas written
+out from the paper; never from the schedule's alpha_bar, which is what they check.
+"""
+
+import math
 
 import pytest
 import torch
@@ -19,36 +26,75 @@ from scorelab.processes import (
 names = st.sampled_from(["linear", "cosine", "quadratic", "sigmoid"])
 
 
+def _alpha_bars(betas) -> list[float]:
+    """[alpha_bar_0 = 1, alpha_bar_1, ..., alpha_bar_T]: the running product of 1 - beta_t in
+    Python floats, independent of the schedule's log-space table."""
+    out = [1.0]
+    for beta in torch.as_tensor(betas, dtype=torch.float64).tolist():
+        out.append(out[-1] * (1.0 - beta))
+    return out
+
+
+def _ddpm_linear_betas(T: int) -> list[float]:
+    """Ho et al. 2020: beta from 1e-4 to 0.02 in T - 1 equal steps at T = 1000; for another T
+    both ends are multiplied by 1000 / T (improved DDPM's get_named_beta_schedule)."""
+    scale = 1000 / T
+    return [scale * (1e-4 + (0.02 - 1e-4) * i / (T - 1)) for i in range(T)]
+
+
 @given(names, st.integers(2, 300), st.floats(-3, 3))
-def test_iterated_one_step_kernels_give_the_closed_form(name, T, x0_value):
-    """x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps, iterated: mean and variance propagate
-    as m_t = sqrt(alpha_t) m_{t-1}, v_t = alpha_t v_{t-1} + beta_t; compare with q(x_t|x_0)."""
+def test_one_step_kernels_and_the_closed_form_against_the_betas(name, T, x0_value):
+    """q(x_t | x_{t-1}) has mean sqrt(1 - beta_t) x_{t-1} and variance beta_t, and iterating it
+    from x_0 (m_t = sqrt(1 - beta_t) m_{t-1}, v_t = (1 - beta_t) v_{t-1} + beta_t, a loop over
+    the betas here) gives q(x_t | x_0) at every t. Catches a wrong alpha_bar table (an
+    off-by-one in its cumulative sum or interpolation, a lost factor), which the old test,
+    composing q_step from the same table, could not see."""
     s = make_schedule(name, T=T)
-    x0 = torch.full((1, 3), x0_value, dtype=torch.float64)
-    mean, var = x0.clone(), torch.zeros_like(x0)
-    for t in range(1, T + 1):
-        tt = torch.tensor([float(t)], dtype=torch.float64)
-        kernel = q_step(s, mean, tt)  # the mean of x_t is the kernel's (linear) mean map
-        beta = kernel.var
-        mean, var = kernel.mean, (1 - beta) * var + beta
-        closed = q_marginal(s, x0, tt)
-        assert torch.allclose(mean, closed.mean, rtol=1e-9, atol=1e-12)
-        assert torch.allclose(var, closed.var, rtol=1e-9, atol=1e-12)
+    betas = s.betas.tolist()
+    t = torch.arange(1, T + 1, dtype=torch.float64)
+    step = q_step(s, torch.ones(T, 1, dtype=torch.float64), t)
+    closed = q_marginal(s, torch.full((T, 1), x0_value, dtype=torch.float64), t)
+    mean, var, means, variances = x0_value, 0.0, [], []
+    for beta in betas:
+        mean, var = math.sqrt(1 - beta) * mean, (1 - beta) * var + beta
+        means.append(mean)
+        variances.append(var)
+    as64 = lambda v: torch.tensor(v, dtype=torch.float64)[:, None]  # noqa: E731
+    torch.testing.assert_close(
+        step.mean, as64([math.sqrt(1 - b) for b in betas]), rtol=1e-9, atol=0
+    )
+    torch.testing.assert_close(step.var, as64(betas), rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(closed.mean, as64(means), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(closed.var, as64(variances), rtol=1e-9, atol=1e-15)
 
 
-def test_one_step_sampling_chain_matches_closed_form_statistically(generator):
-    """Monte Carlo: running q(x_t|x_{t-1}) 200 times on 20,000 chains gives q(x_T|x_0)."""
-    s = make_schedule("linear", T=200)
-    n, x0 = 20_000, torch.full((20_000, 1), 1.5, dtype=torch.float64)
-    x = x0.clone()
-    for t in range(1, 201):
-        g = q_step(s, x, torch.full((n,), float(t), dtype=torch.float64))
-        x = g.mean + g.var.sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-    closed = q_marginal(s, x0[:1], torch.tensor([200.0], dtype=torch.float64))
-    m, v = float(closed.mean), float(closed.var)
-    se_mean, se_var = (v / n) ** 0.5, v * (2 / (n - 1)) ** 0.5
-    assert abs(float(x.mean()) - m) < 4 * se_mean
-    assert abs(float(x.var()) - v) < 4 * se_var
+def test_forward_chain_simulated_from_the_betas_matches_the_closed_form(generator):
+    """Monte Carlo in float64: 20,000 chains x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) e_t
+    from x_0 = 1.5, run over DDPM's linear betas rescaled to T = 200 (written out here, not read
+    from the schedule), against q_marginal and against q_sample at t = 20, 100, 200: the means
+    within 4 standard errors (sqrt(v / n)), the variances within 4 standard errors of a
+    Gaussian sample variance (v sqrt(2 / (n - 1))), and q_sample against the chain by a
+    two-sample test (4 SE of the difference). Catches a wrongly rescaled schedule (scale T/1000
+    for 1000/T gives alpha_bar_200 = 0.67 for 3e-5) and a dropped sqrt in q_sample."""
+    T, n, x0_value = 200, 20_000, 1.5
+    s = make_schedule("linear", T=T)
+    betas = _ddpm_linear_betas(T)
+    x = torch.full((n, 1), x0_value, dtype=torch.float64)
+    x0 = torch.full((n, 1), x0_value, dtype=torch.float64)
+    for t, beta in enumerate(betas, 1):
+        x = math.sqrt(1 - beta) * x + math.sqrt(beta) * torch.randn(
+            x.shape, generator=generator, dtype=x.dtype
+        )
+        if t not in (20, 100, 200):
+            continue
+        tt = torch.full((n,), float(t), dtype=torch.float64)
+        closed = q_marginal(s, x0[:1], tt[:1])
+        m, v = float(closed.mean), float(closed.var)
+        assert abs(float(x.mean()) - m) < 4 * math.sqrt(v / n), t
+        assert abs(float(x.var()) - v) < 4 * v * math.sqrt(2 / (n - 1)), t
+        y = q_sample(s, x0, tt, generator=generator)
+        assert abs(float(y.mean() - x.mean())) < 4 * math.sqrt(2 * v / n), t
+        assert abs(float(y.var() - x.var())) < 4 * v * math.sqrt(4 / (n - 1)), t
 
 
 @given(names, st.integers(1, 999), st.floats(-2, 2), st.floats(0.05, 3.0), st.floats(-3, 3))
@@ -57,8 +103,7 @@ def test_posterior_equals_bayes_by_gaussian_conditioning(name, t, mu0, s0, x_t_v
     closed-form kernels; condition x_{t-1} on (x_t, x0) by the Schur complement."""
     s = make_schedule(name, T=1000)
     tt = torch.tensor([float(t + 1)], dtype=torch.float64)
-    ab_prev = float(s.alpha_bar(tt - 1))
-    ab_t = float(s.alpha_bar(tt))
+    ab_prev, ab_t = _alpha_bars(s.betas)[t : t + 2]
     a_prev, a_t = ab_prev**0.5, ab_t**0.5
     alpha = ab_t / ab_prev
     v0 = s0**2
@@ -106,7 +151,7 @@ def test_posterior_variance_choices():
     """beta_tilde = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t; it is 0 at t = 1."""
     s = make_schedule("linear")
     t = torch.arange(1, 1001, dtype=torch.float64)
-    ab = s.alpha_bar_table
+    ab = torch.tensor(_alpha_bars(s.betas), dtype=torch.float64)
     expected = (1 - ab[:-1]) / (1 - ab[1:]) * s.betas
     assert torch.allclose(posterior_variance(s, t), expected, rtol=1e-9, atol=1e-15)
     assert torch.allclose(posterior_variance(s, t, kind="beta"), s.betas, rtol=1e-9)
@@ -119,7 +164,7 @@ def test_q_sample_is_the_closed_form(generator):
     x0 = torch.randn(50_000, 1, generator=generator, dtype=torch.float64) * 0.5 + 1.0
     t = torch.full((50_000,), 400.0, dtype=torch.float64)
     x_t = q_sample(s, x0, t, generator=generator)
-    ab = float(s.alpha_bar(torch.tensor(400.0, dtype=torch.float64)))
+    ab = _alpha_bars(s.betas)[400]
     mean, var = ab**0.5 * 1.0, ab * 0.25 + (1 - ab)
     n = x0.shape[0]
     assert abs(float(x_t.mean()) - mean) < 4 * (var / n) ** 0.5
@@ -147,7 +192,8 @@ def test_general_pair_posterior_equals_bayes(name, t, gap, x0_value, x_t_value):
     sch = make_schedule(name)
     tt = torch.tensor([float(t)], dtype=torch.float64)
     ss = torch.tensor([float(s_time)], dtype=torch.float64)
-    ab_s, ab_t = float(sch.alpha_bar(ss)), float(sch.alpha_bar(tt))
+    alpha_bar = _alpha_bars(sch.betas)
+    ab_s, ab_t = alpha_bar[s_time], alpha_bar[t]
     # given x0: x_s ~ N(sqrt(ab_s) x0, 1 - ab_s); x_t | x_s ~ N(sqrt(ab_t/ab_s) x_s, 1 - ab_t/ab_s)
     c = (ab_t / ab_s) ** 0.5
     var_s = 1 - ab_s
@@ -167,20 +213,48 @@ def test_general_pair_posterior_equals_bayes(name, t, gap, x0_value, x_t_value):
     assert float(posterior_variance(sch, tt, ss)) == pytest.approx(cond_var, rel=1e-6, abs=1e-12)
 
 
+def _regress(x_prev: torch.Tensor, x_t: torch.Tensor) -> tuple[float, float, float]:
+    """Least squares x_{t-1} ~ a + b x_t on samples: (b, its standard error, residual variance)."""
+    xc, yc = x_t - x_t.mean(), x_prev - x_prev.mean()
+    slope = float((xc * yc).sum() / (xc * xc).sum())
+    resid = float(((yc - slope * xc) ** 2).sum()) / (len(x_t) - 2)
+    return slope, math.sqrt(resid / float((xc * xc).sum())), resid
+
+
 @pytest.mark.parametrize("t", [2, 50, 500, 1000])
-def test_true_reverse_variance_is_beta_for_standard_normal_data(t):
-    """Ho et al. 2020, §3.2: if x_0 ~ N(0, I) then q(x_{t-1} | x_t) has variance exactly beta_t (the
-    upper choice of sigma_t^2); for a single point x_0 it is beta_tilde_t (the lower one)."""
+def test_true_reverse_variance_is_beta_for_standard_normal_data(t, generator):
+    """Ho et al. 2020, section 3.2: if x_0 ~ N(0, I) then q(x_{t-1} | x_t) has variance exactly
+    beta_t (the upper choice of sigma_t^2); for a point x_0 it is beta_tilde_t (the lower one).
+
+    Checked three ways, none through the schedule's alpha_bar: posterior_variance("beta")
+    equals DDPM's beta_t written out; the law of total variance over x_0 | x_t,
+    beta_t = beta_tilde_t + c_0^2 Var(x_0 | x_t) with c_0 the x_0 coefficient of q_posterior's
+    mean and Var(x_0 | x_t) = 1 - alpha_bar_t (running product); and by simulation, 40,000
+    pairs (x_{t-1}, x_t) drawn with the betas: the residual variance of x_{t-1} regressed on
+    x_t is beta_t for N(0, 1) data and beta_tilde_t for x_0 = 1 (within 5 standard errors,
+    v sqrt(2 / n)), and for x_0 = 1 the slope is q_posterior's x_t coefficient (5 SE).
+    Catches a posterior variance or mean with beta_t and beta_tilde_t swapped, a dropped sqrt
+    in the mean's coefficients, or a schedule off by one step."""
     s = make_schedule("linear")
+    betas = _ddpm_linear_betas(1000)
+    alpha_bar = _alpha_bars(betas)
+    beta, ab_prev, ab_t = betas[t - 1], alpha_bar[t - 1], alpha_bar[t]
     tt = torch.tensor([float(t)], dtype=torch.float64)
-    ab_prev, ab_t = float(s.alpha_bar(tt - 1)), float(s.alpha_bar(tt))
-    alpha = ab_t / ab_prev
-    # x_0 ~ N(0, 1): every x_t ~ N(0, 1); x_t = sqrt(alpha) x_{t-1} + sqrt(1 - alpha) e
-    reverse_var = 1 - alpha  # Var(x_{t-1} | x_t) = 1 - Cov^2 / Var = 1 - alpha
-    assert reverse_var == pytest.approx(float(posterior_variance(s, tt, kind="beta")), rel=1e-9)
-    # a point mass x_0 = c: the reverse conditional is the posterior itself
-    assert float(
-        q_posterior(
-            s, torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64), tt
-        ).var
-    ) == pytest.approx(float(posterior_variance(s, tt, kind="beta_tilde")), rel=1e-12)
+    assert float(posterior_variance(s, tt, kind="beta")) == pytest.approx(beta, rel=1e-9)
+    one = torch.ones(1, 1, dtype=torch.float64)
+    post = q_posterior(s, one, 0 * one, tt)  # mean = c_0 x_0 at x_t = 0
+    c0, c_t = float(post.mean), float(q_posterior(s, 0 * one, one, tt).mean)
+    assert float(post.var) + c0**2 * (1 - ab_t) == pytest.approx(beta, rel=1e-9)
+    beta_tilde = (1 - ab_prev) / (1 - ab_t) * beta
+    assert float(post.var) == pytest.approx(beta_tilde, rel=1e-9)
+    assert float(posterior_variance(s, tt)) == pytest.approx(beta_tilde, rel=1e-9)
+
+    n = 40_000
+    for x0, expected in ((torch.randn(n, generator=generator, dtype=torch.float64), beta),
+                         (torch.ones(n, dtype=torch.float64), beta_tilde)):  # fmt: skip
+        noise = torch.randn(2, n, generator=generator, dtype=torch.float64)
+        x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * noise[0]
+        x_t = math.sqrt(1 - beta) * x_prev + math.sqrt(beta) * noise[1]
+        slope, slope_se, resid = _regress(x_prev, x_t)
+        assert abs(resid - expected) < 5 * expected * math.sqrt(2 / n), (resid, expected)
+    assert abs(slope - c_t) < 5 * slope_se, (slope, c_t, slope_se)
