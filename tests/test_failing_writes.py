@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 import scorelab.training.checkpoint as checkpoint_module
 import scorelab.training.trainer as trainer_module
 from scorelab.cli import main
+from scorelab.files import atomic_write_bytes
 from scorelab.runs import load_run
 from scorelab.training import read_checkpoint
 from scorelab.training.checkpoint import CHECKPOINT, PREVIOUS, save_checkpoint
@@ -47,7 +48,7 @@ def _losses(run: Path) -> list[tuple[str, str]]:
 
 
 def _temporary_files(run: Path) -> list[str]:
-    return sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp"))
+    return sorted(p.name for p in run.iterdir() if ".tmp" in p.name)
 
 
 @pytest.fixture(scope="module")
@@ -220,14 +221,14 @@ def test_a_failed_config_write_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_atomic_write_bytes_removes_its_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / "config.json"
-    checkpoint_module.atomic_write_bytes(path, b"old")
+    atomic_write_bytes(path, b"old")
 
     def fsync(fd):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(OSError):
-        checkpoint_module.atomic_write_bytes(path, b"new")
+        atomic_write_bytes(path, b"new")
     monkeypatch.undo()
     assert path.read_bytes() == b"old" and _temporary_files(tmp_path) == []
 

@@ -16,9 +16,9 @@ from scorelab.config import RunConfig, apply_overrides
 from scorelab.data import load_dataset
 from scorelab.errors import ScorelabError
 from scorelab.evaluation import loss_curve, scatter_vs_data, sliced_wasserstein, trajectory_panels
+from scorelab.files import atomic_write_bytes
 from scorelab.oracle import ring_mixture
 from scorelab.runs import CONFIG, load_run, train
-from scorelab.training.checkpoint import atomic_write_bytes
 
 FRAME_TIMES = (1000, 400, 200, 100, 50, 0)
 

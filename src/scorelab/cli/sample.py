@@ -149,8 +149,8 @@ def _add_guidance_args(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from scorelab.build import build_data
     from scorelab.evaluation import scatter_vs_data
+    from scorelab.files import atomic_save_npy
     from scorelab.runs import VAERun, is_image, load_run
-    from scorelab.training.checkpoint import atomic_save_npy
 
     suffix = args.out.suffix.lower()
     run = load_run(args.run_dir, weights=args.weights)
@@ -209,7 +209,7 @@ def _sample_images(args: argparse.Namespace, run) -> int:
         save_trajectory_gif,
         save_trajectory_strip,
     )
-    from scorelab.training.checkpoint import atomic_save_npy
+    from scorelab.files import atomic_save_npy
 
     suffix = args.out.suffix.lower()
     if suffix not in (".npy", ".png", ".gif"):

@@ -15,15 +15,14 @@ import torch
 from torch import Tensor
 
 from scorelab.data.images import to_uint8
+from scorelab.files import atomic_path
 
 
 def _zoom(size: int) -> int:
     return max(1, 64 // size) if size < 64 else 1
 
 
-def grid_array(
-    x: Tensor, nrow: int | None = None, pad: int | None = None, zoom: int | None = None
-):
+def grid_array(x: Tensor, nrow: int | None = None, pad: int | None = None, zoom: int | None = None):
     """A uint8 (H', W', C) picture of the images in rows of nrow, separated by pad white
     pixels (default: half a zoomed pixel, at least 2, so that digits that fill their frame
     still read as separate images)."""
@@ -52,9 +51,8 @@ def _pil(arr: np.ndarray):
 def _write(img, path: Path, **kwargs) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    img.save(tmp, **kwargs)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, **kwargs)
     return path
 
 

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from scorelab.files import atomic_path  # noqa: E402
+
 
 def axis_limits(
     *xs: Tensor, margin: float = 0.1
@@ -25,13 +27,9 @@ def axis_limits(
 def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:  # atomic: a crash or a failed write leaves path as it was and no temporary file
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

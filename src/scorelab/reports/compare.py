@@ -27,9 +27,9 @@ from scorelab.build import build_data, build_image_data
 from scorelab.data import load_dataset
 from scorelab.errors import CheckpointError, ScorelabError
 from scorelab.evaluation.registry import compared_metrics
+from scorelab.files import atomic_write_bytes
 from scorelab.runs import is_image, kind_of, load_run
 from scorelab.runs.vae import VAERun, save_samples_picture
-from scorelab.training.checkpoint import atomic_write_bytes
 
 
 @dataclass

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from scorelab.config import RunConfig, apply_overrides, config_differences
 from scorelab.data import Normalizer
 from scorelab.errors import CheckpointError, ScorelabError
-from scorelab.training.checkpoint import CHECKPOINT, atomic_write_bytes, read_checkpoint
+from scorelab.files import atomic_write_bytes
+from scorelab.training.checkpoint import CHECKPOINT, read_checkpoint
 from scorelab.training.trainer import Trainer, TrainResult
 
 CONFIG = "config.json"

@@ -35,12 +35,13 @@ from scorelab.data import (
 )
 from scorelab.data.arrays import load_labels
 from scorelab.errors import CheckpointError, DataError, ScorelabError
+from scorelab.files import atomic_write_bytes
 from scorelab.nn import MLP, EncoderClassifier
 from scorelab.objectives import classifier_loss
 from scorelab.processes import DiscreteSchedule
 from scorelab.processes.ddpm import q_sample
 from scorelab.runs.base import CHECKPOINT, CONFIG, IDENTITY, Prepared, prepare_dir, read_stored
-from scorelab.training.checkpoint import atomic_write_bytes, load_state_dict_checked
+from scorelab.training.checkpoint import load_state_dict_checked
 from scorelab.training.runlock import holding_run_lock
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import ClassifierFn

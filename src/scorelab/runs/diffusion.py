@@ -38,6 +38,7 @@ from scorelab.data import Normalizer, check_array, is_image_source, load_dataset
 from scorelab.data.arrays import load_labels
 from scorelab.data.images import random_hflip
 from scorelab.errors import DataError, ScorelabError
+from scorelab.files import atomic_save_npy, atomic_write_bytes
 from scorelab.objectives import (
     DENOISING_OBJECTIVES,
     LossSecondMomentSampler,
@@ -53,11 +54,7 @@ from scorelab.runs.base import CHECKPOINT, IDENTITY, Prepared, fit_run, prepare_
 from scorelab.runs.classifier import NoisyClassifier, load_classifier
 from scorelab.samplers import SampleResult, sample
 from scorelab.samplers.guidance import classifier_free_guided, classifier_guided, conditional
-from scorelab.training.checkpoint import (
-    atomic_save_npy,
-    atomic_write_bytes,
-    load_state_dict_checked,
-)
+from scorelab.training.checkpoint import load_state_dict_checked
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import CondEpsFn, EpsFn
 

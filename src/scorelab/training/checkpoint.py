@@ -12,20 +12,19 @@ removes its temporary files and leaves the checkpoint in place as it was.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 from torch import Tensor
 
 from scorelab.errors import CheckpointError
+from scorelab.files import fsync_dir, remove_quietly
 
 FORMAT = "scorelab-checkpoint/1"
 CHECKPOINT = "checkpoint.safetensors"
@@ -59,53 +58,12 @@ def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
     return skeleton
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):  # missing, or the folder turned read-only: nothing to do
-        path.unlink()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a small file atomically: temp file in the same folder, fsync, os.replace; on an
-    error the temp file is removed and the file left as it was."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """np.save, atomically (as atomic_write_bytes) and without pickles."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    atomic_write_bytes(Path(path), buffer.getvalue())
-
-
 def _keep_previous(path: Path, previous: Path) -> None:
     """Make previous a copy of path without path ever missing: a hard link moved over
     previous; where the file system has no hard links, path is renamed (and put back by the
     caller if the new file cannot replace it)."""
     link = previous.with_name(f".{previous.name}.tmp")
-    _remove(link)
+    remove_quietly(link)
     try:
         os.link(path, link)
     except OSError:
@@ -114,7 +72,7 @@ def _keep_previous(path: Path, previous: Path) -> None:
     try:
         os.replace(link, previous)
     except BaseException:
-        _remove(link)
+        remove_quietly(link)
         raise
 
 
@@ -157,9 +115,9 @@ def save_checkpoint(run_dir: Path, tensors: dict[str, Tensor], metadata: dict[st
         if moved:
             with contextlib.suppress(OSError):
                 os.replace(previous, path)
-        _remove(tmp)
+        remove_quietly(tmp)
         raise
-    _fsync_dir(run_dir)
+    fsync_dir(run_dir)
     return path
 
 
