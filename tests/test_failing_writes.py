@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 import scorelab.training.checkpoint as checkpoint_module
 import scorelab.training.trainer as trainer_module
 from scorelab.cli import main
-from scorelab.files import atomic_write_bytes
+from scorelab.files import atomic_write_bytes, temporary_name
 from scorelab.runs import load_run
 from scorelab.training import read_checkpoint
 from scorelab.training.checkpoint import CHECKPOINT, PREVIOUS, save_checkpoint
@@ -39,7 +39,7 @@ except ImportError:  # Windows
 
 RING = ["--data", "ring", "--n-data", "256", "--batch-size", "32", "--width", "16", "--depth",
         "1", "--log-every", "1", "--ckpt-every", "4", "--steps", "12", "--no-progress"]  # fmt: skip
-TMP = f".{CHECKPOINT}.tmp"
+TMP = temporary_name(Path(CHECKPOINT)).name
 
 
 def _losses(run: Path) -> list[tuple[str, str]]:

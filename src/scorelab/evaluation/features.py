@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from scorelab.errors import ScorelabError
+from scorelab.files import atomic_path
 
 FEATURES = "features.safetensors"
 FeatureFn = Callable[[Tensor], Tensor]
@@ -119,9 +120,11 @@ def load_or_train_classifier(
         "n_train": x.shape[0],
         "n_test": x_test.shape[0],
     }
-    tmp = path.with_name(f".{FEATURES}.tmp")
-    save_file(model.state_dict(), str(tmp), metadata={"info": json.dumps(info)})
-    tmp.replace(path)
+    try:  # a cache: a run directory it cannot be written to still gets its metrics
+        with atomic_path(path) as tmp:
+            save_file(model.state_dict(), str(tmp), metadata={"info": json.dumps(info)})
+    except (OSError, SafetensorError) as e:  # safetensors reports I/O errors as its own
+        log(f"could not cache the feature classifier in {path}: {e.strerror or e}")
     return model, info
 
 

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from scorelab.errors import CheckpointError
-from scorelab.files import fsync_dir, remove_quietly
+from scorelab.files import fsync_dir, remove_quietly, temporary_name
 
 FORMAT = "scorelab-checkpoint/1"
 CHECKPOINT = "checkpoint.safetensors"
@@ -62,7 +62,7 @@ def _keep_previous(path: Path, previous: Path) -> None:
     """Make previous a copy of path without path ever missing: a hard link moved over
     previous; where the file system has no hard links, path is renamed (and put back by the
     caller if the new file cannot replace it)."""
-    link = previous.with_name(f".{previous.name}.tmp")
+    link = temporary_name(previous)
     remove_quietly(link)
     try:
         os.link(path, link)
@@ -99,7 +99,8 @@ def save_checkpoint(run_dir: Path, tensors: dict[str, Tensor], metadata: dict[st
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"refusing to write a checkpoint with non-finite values in {key}")
     run_dir = Path(run_dir)
-    path, tmp = run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.tmp"
+    path = run_dir / CHECKPOINT
+    tmp = temporary_name(path)
     previous = run_dir / PREVIOUS
     meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}}
     moved = False  # whether path was renamed to previous (no hard links) and must come back

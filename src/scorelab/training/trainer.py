@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import io
 import math
 import signal
 import sys
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from scorelab.config import TrainConfig
 from scorelab.errors import CheckpointError, ScorelabError
+from scorelab.files import atomic_write_bytes, remove_stale_temporaries
 from scorelab.training.checkpoint import (
     CHECKPOINT,
     PREVIOUS,
@@ -47,6 +49,7 @@ from scorelab.training.spikes import LossSpikes
 LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
 METRICS = "metrics.csv"
 # diverging (0/1, spikes.py) came last, after the first six: readers look columns up by name
+RUN_FILES = (CHECKPOINT, PREVIOUS, METRICS)  # what a Trainer writes in its run directory
 COLUMNS = ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds", "diverging"]
 # what rank 0 all-reduces in place of a signal number when a write failed: above them all
 WRITE_FAILED = 1000
@@ -104,6 +107,22 @@ class TrainResult:
     bad_steps: int
     seconds: float
     checkpoint: Path
+
+
+def _complete_rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows that were written whole: the last line counts only when its newline
+    is there, and a row with a missing or non-numeric step is skipped."""
+    with open(path, newline="") as f:
+        text = f.read()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    rows = []
+    for row in csv.DictReader(lines):
+        if None in row.values() or not (row.get("step") or "").isdigit():
+            continue
+        rows.append(row)
+    return rows
 
 
 class Trainer:
@@ -228,20 +247,24 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------
     def _open_log(self) -> Any:
         """Open metrics.csv for appending, dropping rows after the restored step (and the row
-        at it when that was written at a stop)."""
+        at it when that was written at a stop). The rows kept replace the file atomically
+        before it is appended to, so a crash now or later leaves every row up to the
+        checkpoint; a row that a killed process left half-written is dropped."""
         path = self.run_dir / METRICS
         rows = []
         if self.step > 0 and path.is_file():
             last = self.step - 1 if self._drop_row else self.step
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= last]
+            rows = [r for r in _complete_rows(path) if int(r["step"]) <= last]
         self._row_step = int(rows[-1]["step"]) if rows else None
         self._drop_row = False
-        f = open(path, "w", newline="")  # noqa: SIM115 (kept open for the whole run)
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        return f, writer
+        text = io.StringIO(newline="")
+        kept = csv.DictWriter(text, fieldnames=COLUMNS)
+        kept.writeheader()
+        kept.writerows(rows)
+        remove_stale_temporaries(self.run_dir, RUN_FILES)  # this process is the one writer
+        atomic_write_bytes(path, text.getvalue().encode())
+        f = open(path, "a", newline="")  # noqa: SIM115 (kept open for the whole run)
+        return f, csv.DictWriter(f, fieldnames=COLUMNS)
 
     def fit(self) -> TrainResult:
         """Train to cfg.steps (or cfg.max_seconds). SIGINT, SIGTERM or SIGUSR1 end the run
