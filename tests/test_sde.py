@@ -112,21 +112,111 @@ def test_drift_and_diffusion_give_the_marginal_ode(sde, t):
     assert torch.allclose(dvar, 2 * f * sde.std(tt) ** 2 + g2, rtol=1e-5, atol=1e-7)
 
 
+def _paper_coefficients(sde):
+    """f(t) and g(t)^2 as Song et al. 2021 (appendix B) write them, in Python floats:
+    VP f = -beta/2, g^2 = beta; sub-VP g^2 = beta (1 - e^{-2 B}); VE f = 0,
+    g = sigma_min r^t sqrt(2 log r), r = sigma_max / sigma_min."""
+    if sde.name == "ve":
+        r = sde.sigma_max / sde.sigma_min
+        return (lambda t: 0.0), (lambda t: sde.sigma_min**2 * r ** (2 * t) * 2 * math.log(r))
+    b0, b1 = sde.beta_min, sde.beta_max
+
+    def f(t):
+        return -0.5 * (b0 + t * (b1 - b0))
+
+    def g2(t):
+        beta = b0 + t * (b1 - b0)
+        return (
+            beta if sde.name == "vp" else beta * -math.expm1(-2 * (b0 * t + (b1 - b0) * t**2 / 2))
+        )
+
+    return f, g2
+
+
+def _integrated_marginal(sde, t: float, m0: float, v0: float, steps: int = 1000):
+    """Mean and variance of x_t for x_0 ~ N(m0, v0) by integrating dm/dt = f m and
+    dv/dt = 2 f v + g^2 with RK4 (the SDE's moment equations), not its closed forms."""
+    f, g2 = _paper_coefficients(sde)
+
+    def rhs(s, m, v):
+        return f(s) * m, 2 * f(s) * v + g2(s)
+
+    h, m, v = t / steps, m0, v0
+    for i in range(steps):
+        s = i * h
+        k1 = rhs(s, m, v)
+        k2 = rhs(s + h / 2, m + h / 2 * k1[0], v + h / 2 * k1[1])
+        k3 = rhs(s + h / 2, m + h / 2 * k2[0], v + h / 2 * k2[1])
+        k4 = rhs(s + h, m + h * k3[0], v + h * k3[1])
+        m += h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+        v += h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+    return m, v
+
+
 @pytest.mark.parametrize("sde", ALL, ids=IDS)
-def test_reverse_drift_and_prior(sde):
-    x = torch.randn(5, 3, dtype=torch.float64)
-    score = torch.randn(5, 3, dtype=torch.float64)
-    t = torch.full((5,), 0.3, dtype=torch.float64)
-    g2 = float(sde.diffusion(t[:1]) ** 2)
-    rev = sde.reverse_drift(x, t, score)
-    ode = sde.reverse_drift(x, t, score, probability_flow=True)
-    assert torch.allclose(rev, sde.drift(x, t) - g2 * score)
-    assert torch.allclose(ode, sde.drift(x, t) - 0.5 * g2 * score)
-    var = sde.prior_var()
-    ref = torch.distributions.Normal(0.0, math.sqrt(var)).log_prob(x).sum(1)
-    assert torch.allclose(sde.prior_log_prob(x), ref)
-    z = sde.prior_sample((20_000, 1), generator=torch.Generator().manual_seed(0))
-    assert abs(float(z.var()) / var - 1) < 5 * math.sqrt(2 / 20_000)
+def test_marginal_solves_the_moment_equations_of_the_sde(sde):
+    """q(x_t | x_0 = 1.5) against the RK4 solution of dm/dt = f m, dv/dt = 2 f v + g^2 with the
+    coefficients of the paper written out here (rtol 1e-7). Catches a closed form that does
+    not belong to the SDE: sub-VP's sigma_t^2 = (1 - e^{-B})^2 left unsquared, VE's
+    sigma_t taken as score_sde's sigma_min r^t (not 0 at t = 0), VP's log alpha_t = -B for -B/2."""
+    for t in (0.05, 0.3, 1.0):
+        m, v = _integrated_marginal(sde, t, 1.5, 0.0)
+        q = sde.marginal(
+            torch.tensor([[1.5]], dtype=torch.float64), torch.tensor([t], dtype=torch.float64)
+        )
+        assert float(q.mean) == pytest.approx(m, rel=1e-7), t
+        assert float(q.var) == pytest.approx(v, rel=1e-7), t
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+def test_reverse_drift_is_f_x_minus_g2_times_the_exact_score(sde):
+    """Gaussian data N(0.5, 0.3 I) in 3-D: its marginal N(m_t, v_t) comes from the RK4 moment
+    equations, its exact score -(x - m_t) / v_t must be what the oracle gives, and the reverse
+    drift must be f x - g^2 score (reverse SDE) and f x - g^2 score / 2 (PF-ODE) with f and
+    g^2 from the paper, not from the SDE object. Catches a wrong _g2 (sub-VP's
+    1 - e^{-2B} as 1 - e^{-B}), which the old restatement with sde.diffusion passed, and the
+    factor 1/2 on the wrong branch."""
+    from scorelab.oracle import GaussianMixture
+
+    f, g2 = _paper_coefficients(sde)
+    data = GaussianMixture(torch.ones(1), torch.full((1, 3), 0.5), torch.tensor([0.3]))
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    for t in (0.05, 0.3, 0.9):
+        m, v = _integrated_marginal(sde, t, 0.5, 0.3)
+        score = -(x - m) / v
+        tt = torch.full((6,), t, dtype=torch.float64)
+        torch.testing.assert_close(data.score_fn(sde)(x, tt), score, rtol=1e-7, atol=1e-9)
+        rev = sde.reverse_drift(x, tt, score)
+        ode = sde.reverse_drift(x, tt, score, probability_flow=True)
+        torch.testing.assert_close(rev, f(t) * x - g2(t) * score, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(ode, f(t) * x - 0.5 * g2(t) * score, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sde", ALL, ids=IDS)
+def test_prior_is_the_marginal_at_T_of_unit_variance_data(sde, generator):
+    """The prior N(0, v_T I), v_T the variance at T of x_0 ~ N(0, 1) from the RK4 moment
+    equations (1 for VP, e^{-B} + (1 - e^{-B})^2 for sub-VP, 1 + sigma_T^2 for VE); its
+    log-density against torch.distributions; its samples and 10,000 Euler-Maruyama paths of
+    the forward SDE from N(0, 1) data both have variance v_T (within 5 standard errors,
+    v sqrt(2 / n), plus 0.2% for the 1000-step discretisation). Catches a prior variance
+    that drops the square of alpha_T or forgets the data's variance."""
+    _, v_T = _integrated_marginal(sde, sde.T, 0.0, 1.0)
+    assert sde.prior_var() == pytest.approx(v_T, rel=1e-7)
+    x = torch.randn(5, 3, generator=generator, dtype=torch.float64) * math.sqrt(v_T)
+    ref = torch.distributions.Normal(0.0, math.sqrt(v_T)).log_prob(x).sum(1)
+    torch.testing.assert_close(sde.prior_log_prob(x), ref, rtol=1e-6, atol=0)
+    n = 10_000
+    z = sde.prior_sample((n, 1), generator=generator, dtype=torch.float64)
+    assert abs(float(z.var()) - v_T) < 5 * v_T * math.sqrt(2 / n)
+    x = torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    steps = 1000
+    h = sde.T / steps
+    for i in range(steps):
+        t = torch.full((n,), (i + 0.5) * h, dtype=torch.float64)  # midpoint: O(h^2) bias
+        g = append_dims(sde.diffusion(t), 2)
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        x = x + h * sde.drift(x, t) + math.sqrt(h) * g * noise
+    assert abs(float(x.var()) - v_T) < 5 * v_T * math.sqrt(2 / n) + 2e-3 * v_T
 
 
 def test_make_sde_and_round_trip():
