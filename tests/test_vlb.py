@@ -11,7 +11,7 @@ from torch.distributions import Normal, kl_divergence
 
 from scorelab.likelihood import bits_per_dim, vlb
 from scorelab.oracle import GaussianMixture
-from scorelab.processes import make_schedule, p_mean_variance, posterior_variance
+from scorelab.processes import make_schedule, p_mean_variance
 from scorelab.processes.ddpm import (
     discretized_gaussian_log_likelihood,
     gaussian_log_likelihood,
@@ -69,17 +69,44 @@ def test_prior_kl_is_l_t_formula(generator):
     assert torch.allclose(prior_kl(sched, x0), ref, rtol=1e-8)
 
 
-def test_reverse_log_variance_interpolates_and_clips_the_first_step():
-    sched = make_schedule("cosine", T=20)
-    t = torch.arange(1, 21, dtype=torch.float64)
-    log_beta = reverse_log_variance(sched, t, variance="beta")
-    log_tilde = reverse_log_variance(sched, t, variance="beta_tilde")
-    assert torch.allclose(log_beta, torch.log(sched.betas))
-    assert torch.allclose(log_tilde[1:], torch.log(posterior_variance(sched, t[1:])))
-    assert log_tilde[0] == log_tilde[1]  # beta_tilde_1 = 0 is clipped to beta_tilde_2
-    v = torch.full((20, 2), 0.25, dtype=torch.float64)
-    mixed = reverse_log_variance(sched, t, v=v)
-    assert torch.allclose(mixed[:, 0], 0.25 * log_beta + 0.75 * log_tilde)
+def test_reverse_log_variance_against_the_betas():
+    """log Sigma against beta_t and beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+    beta_t computed here from the betas by a running product: "beta", "beta_tilde" (its 0 at
+    t = 1 clipped to beta_tilde_2, improved DDPM), a learned v that differs per element
+    (log Sigma = v log beta + (1 - v) log beta_tilde), and a respaced grid t = 4, 8, ..., 20
+    with s = t - 4 (beta_{t|s} = 1 - alpha_bar_t / alpha_bar_s, the step to s = 0 clipped to
+    the pair (8, 4)). Catches beta_tilde's ratio inverted and a clip to t + 1 in place of
+    the next grid time (both passed the old restatement), and v weighting log beta_tilde."""
+    T = 20
+    sched = make_schedule("cosine", T=T)
+    betas = sched.betas.tolist()
+    ab = [1.0]
+    for beta in betas:
+        ab.append(ab[-1] * (1 - beta))
+
+    def pair(t, s):  # (beta_{t|s}, beta_tilde_{t|s}) from the running product
+        beta = 1 - ab[t] / ab[s]
+        return beta, (1 - ab[s]) / (1 - ab[t]) * beta
+
+    as64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    t = torch.arange(1, T + 1, dtype=torch.float64)
+    log_beta = torch.log(as64(betas))
+    tilde = [pair(i, i - 1)[1] for i in range(1, T + 1)]
+    log_tilde = torch.log(as64([tilde[1], *tilde[1:]]))
+    torch.testing.assert_close(reverse_log_variance(sched, t, variance="beta"), log_beta)
+    torch.testing.assert_close(reverse_log_variance(sched, t, variance="beta_tilde"), log_tilde)
+    v = torch.rand(T, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(
+        reverse_log_variance(sched, t, v=v), v * log_beta[:, None] + (1 - v) * log_tilde[:, None]
+    )
+    times = list(range(4, T + 1, 4))
+    t, s = as64(times), as64([i - 4 for i in times])
+    respaced = [pair(i, i - 4) for i in times]
+    clipped = [pair(8, 4)[1]] + [b for _, b in respaced[1:]]
+    got_beta = reverse_log_variance(sched, t, s, variance="beta")
+    torch.testing.assert_close(got_beta, torch.log(as64([b for b, _ in respaced])))
+    got_tilde = reverse_log_variance(sched, t, s, variance="beta_tilde")
+    torch.testing.assert_close(got_tilde, torch.log(as64(clipped)))
 
 
 def _gaussian(mu=(0.5, -0.3), var=0.3):
