@@ -133,44 +133,98 @@ def test_eval_accounts_for_the_normalization(mixture_2d):
 
 
 def test_second_moment_sampler_is_uniform_then_importance_weighted():
-    s = LossSecondMomentSampler(4, history=2, uniform_prob=0.0)
-    assert torch.allclose(s.probabilities(), torch.full((4,), 0.25, dtype=torch.float64))
-    for _ in range(2):
-        s.update(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 1.0, 2.0, 4.0]))
-    p = s.probabilities()
-    assert torch.allclose(p, torch.tensor([1.0, 1.0, 2.0, 4.0], dtype=torch.float64) / 8)
-    t, w = s.sample(20_000, generator=torch.Generator().manual_seed(0))
-    losses = torch.tensor([1.0, 1.0, 2.0, 4.0])[t.long() - 1]
-    assert float((w * losses).mean()) == pytest.approx(2.0, rel=0.03)  # E_uniform[L] = 2
+    """Improved DDPM's eq. 18 on losses that vary at each t, so E[L_t] and sqrt(E[L_t^2]) differ:
+    histories (oldest first, the first dropped) t=1: 9 | 1, 2, 3; t=2: 9 | 0, 0, 6;
+    t=3: 9 | 3, 3, 3; t=4: 9 | 8, 0, 4. Uniform until every t has 3 losses; then
+    p_t = sqrt(E[L_t^2]) / sum, with E[L^2] = 14/3, 12, 9, 80/3 worked out by hand (means 2, 2,
+    3, 4 would give other weights), mixed with uniform_prob / T. 40,000 draws: each t's
+    frequency is p_t within 4 standard errors sqrt(p (1 - p) / n), and the weighted loss
+    w L (w = 1 / (T p_t), L drawn from t's history) has the uniform mean (2 + 2 + 3 + 4) / 4
+    within 4 standard errors of its sample mean, where the unweighted mean is 2.92. Catches
+    p_t proportional to E[L_t] or E[L_t^2], a weight without its 1 / T, times off by one, and
+    a history that keeps its oldest loss."""
+    history = {1: [1.0, 2.0, 3.0], 2: [0.0, 0.0, 6.0], 3: [3.0, 3.0, 3.0], 4: [8.0, 0.0, 4.0]}
+    rms = [math.sqrt(14 / 3), math.sqrt(36 / 3), math.sqrt(27 / 3), math.sqrt(80 / 3)]
+    for uniform_prob in (0.0, 0.2):
+        s = LossSecondMomentSampler(4, history=3, uniform_prob=uniform_prob)
+        times = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        s.update(times, torch.full((4,), 9.0))  # the oldest, pushed out below
+        for i in range(3):
+            if i < 2:  # 1 or 2 losses at every t: not yet 3
+                uniform = torch.full((4,), 0.25, dtype=torch.float64)
+                assert torch.equal(s.probabilities(), uniform)
+            s.update(times, torch.tensor([history[t][i] for t in (1, 2, 3, 4)]))
+        p = [(1 - uniform_prob) * r / sum(rms) + uniform_prob / 4 for r in rms]
+        torch.testing.assert_close(s.probabilities(), torch.tensor(p, dtype=torch.float64))
+
+    n = 40_000
+    g = torch.Generator().manual_seed(0)
+    t, w = s.sample(n, generator=g)
+    counts = torch.bincount(t.long(), minlength=5)[1:].double()
+    for k in range(4):
+        assert abs(float(counts[k]) / n - p[k]) < 4 * math.sqrt(p[k] * (1 - p[k]) / n), k
+    torch.testing.assert_close(
+        w.double(), 1 / (4 * torch.tensor(p, dtype=torch.float64)[t.long() - 1])
+    )
+    table = torch.tensor([history[k] for k in (1, 2, 3, 4)])
+    losses = table[t.long() - 1, torch.randint(3, (n,), generator=g)]
+    weighted = (w * losses).double()
+    mean, se = float(weighted.mean()), float(weighted.std()) / math.sqrt(n)
+    assert abs(mean - 2.75) < 4 * se, (mean, se)
+    assert abs(float(losses.double().mean()) - 2.75) > 10 * se  # the weights matter here
 
 
-def test_hybrid_loss_stops_the_mean_gradient_in_the_vlb_term():
-    sched = make_schedule("linear", T=10)
-    x0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
-    net = nn.Linear(2, 4)
-    t = torch.full((8,), 5.0)
-    loss = hybrid_loss(
-        lambda x, tt: net(x),
-        x0,
-        schedule=sched,
-        vlb_weight=1.0,
-        t=t,
-        generator=torch.Generator().manual_seed(1),
-    ).mean()
-    loss.backward()
-    grad_mean = net.weight.grad[:2].clone()
-    net.zero_grad()
-    simple = hybrid_loss(
-        lambda x, tt: net(x),
-        x0,
-        schedule=sched,
-        vlb_weight=0.0,
-        t=t,
-        generator=torch.Generator().manual_seed(1),
-    ).mean()
-    simple.backward()
-    assert torch.allclose(grad_mean, net.weight.grad[:2])  # the mean sees only L_simple
-    assert net.weight.grad[2:].abs().sum() == 0  # L_simple does not touch the variance
+def test_hybrid_loss_equals_its_parts_written_out_and_stops_the_mean_gradient():
+    """L_hybrid = mean (eps_theta - eps)^2 + lambda T KL(q(x_4 | x_5, x_0) || N(mu(eps_theta
+    detached), Sigma_v)) / (d log 2), written out here from the betas (running product),
+    v = (r + 1) / 2 and log Sigma_v = v log beta_5 + (1 - v) log beta_tilde_5 (improved DDPM,
+    eqs. 15-16): the loss and the gradients of a linear eps-and-r head equal the written-out
+    ones; the eps rows get exactly L_simple's gradient (the stop-gradient on the mean in
+    L_vlb) and the r rows get a non-zero gradient from L_vlb alone. Catches a lost detach, a
+    detached variance (the r head would never train), v = r, and a lost factor T or log 2."""
+    T, d, lam = 10, 2, 0.3
+    sched = make_schedule("linear", T=T)
+    betas = sched.betas.tolist()
+    ab = [1.0]
+    for b in betas:
+        ab.append(ab[-1] * (1 - b))
+    beta, ab_prev, ab_t = betas[4], ab[4], ab[5]
+    tilde = (1 - ab_prev) / (1 - ab_t) * beta
+    x0 = torch.randn(8, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    net = nn.Linear(d, 2 * d).double()
+    t = torch.full((8,), 5.0, dtype=torch.float64)
+
+    def grads(loss):
+        net.zero_grad()
+        loss.mean().backward()
+        return net.weight.grad.clone(), float(loss.detach().mean())
+
+    def ours(weight):
+        g = torch.Generator().manual_seed(1)
+        return hybrid_loss(
+            lambda x, tt: net(x), x0, schedule=sched, vlb_weight=weight, t=t, generator=g
+        )
+
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x_t = math.sqrt(ab_t) * x0 + math.sqrt(1 - ab_t) * eps
+    out = net(x_t)
+    eps_pred, r = out[:, :d], out[:, d:]
+    log_var = (r + 1) / 2 * math.log(beta) + (1 - (r + 1) / 2) * math.log(tilde)
+    mean_q = (math.sqrt(ab_prev) * beta * x0 + math.sqrt(1 - beta) * (1 - ab_prev) * x_t) / (
+        1 - ab_t
+    )
+    mean_p = (x_t - beta / math.sqrt(1 - ab_t) * eps_pred.detach()) / math.sqrt(1 - beta)
+    kl = 0.5 * (log_var - math.log(tilde) + (tilde + (mean_q - mean_p) ** 2) / log_var.exp() - 1)
+    simple = ((eps_pred - eps) ** 2).mean(1)
+    by_hand = simple + lam * T * kl.sum(1) / (d * math.log(2))
+    g_hand, l_hand = grads(by_hand)
+    g_ours, l_ours = grads(ours(lam))
+    assert l_ours == pytest.approx(l_hand, rel=1e-10)
+    torch.testing.assert_close(g_ours, g_hand, rtol=1e-8, atol=1e-12)
+    g_simple, _ = grads(ours(0.0))
+    assert torch.equal(g_ours[:d], g_simple[:d])  # the mean sees only L_simple
+    assert g_simple[d:].abs().sum() == 0  # L_simple does not touch the variance
+    assert (g_ours[d:].abs().sum(1) > 1e-6).all()  # and L_vlb does
 
 
 @pytest.mark.parametrize("t_sampling", ["uniform", "second-moment"])
@@ -203,6 +257,24 @@ def test_learned_variance_hybrid_training_end_to_end(tmp_path, t_sampling):
     assert torch.isfinite(res.total).all()
     samples, info = run.sample(32, steps=10)  # ancestral sampling with the learned variance
     assert torch.isfinite(samples).all() and info.nfe == 10
+
+    # the trained MLP's last layer: L_vlb's gradient (the run's vlb_weight) reaches the rows
+    # of r only, exactly; L_simple's reaches the rows of eps only
+    def last_layer_grad(weight):
+        run.model.zero_grad()
+        hybrid_loss(
+            run.model,
+            x,
+            schedule=run.schedule,
+            vlb_weight=weight,
+            generator=torch.Generator().manual_seed(7),
+        ).mean().backward()
+        return run.model.out[-1].weight.grad.clone()
+
+    full, simple = last_layer_grad(cfg.train.vlb_weight), last_layer_grad(0.0)
+    assert simple[2:].abs().sum() == 0 and simple[:2].abs().sum() > 0
+    assert torch.equal(full[:2], simple[:2])
+    assert (full[2:].abs().sum(1) > 0).all()
 
 
 @pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
