@@ -126,8 +126,12 @@ def test_tsm_without_data_draws_langevin_samples_and_reports_mixing(tmp_path, ca
     assert cfg.data.endswith("langevin_samples.npy") and cfg.sde.name == "ve"
     assert np.load(out / "langevin_samples.npy").shape == (300, 2)
     assert (out / "langevin.txt").read_text().startswith("langevin: 300 chains x 100 steps")
-    # resume: the stored config (with its sde) is read back and continued
-    assert main(["train", "--resume", "--steps", "30", "--no-progress", "--out", str(out)]) == 0
+    # resume: the stored config (with its sde) is read back and continued, once the user names
+    # the score function again: a run directory's config.json never makes scorelab import code
+    resume = ["train", "--resume", "--steps", "30", "--no-progress", "--out", str(out)]
+    capsys.readouterr()
+    _fail(resume, capsys, "scorelab does not import code named by a run directory")
+    assert main([*resume, "--target", "scorelab.examples.double_well:score"]) == 0
 
 
 def test_help_warns_about_langevin_and_ism_cost(capsys):

@@ -98,3 +98,46 @@ def test_markdown_text_and_picture_names():
     assert _md(text) == r"a\|b c \<i\>\&amp; \[x\](y) \`z\` \\\|"
     assert _stems(["a<b", "a>b"]) == ["0_a_b", "1_a_b"]  # two runs never share a picture
     assert _stems(["ring_ddpm", "ring_vae"]) == ["ring_ddpm", "ring_vae"]
+
+
+def test_paths_in_a_run_config_do_not_move_what_commands_write(tmp_path, capsys):
+    """A run whose stored config names its data through '..' and absolute paths elsewhere:
+    `sample`, `eval` and `compare` read those paths but write only under their --out (eval:
+    the run directory, its documented cache)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from scorelab.training.checkpoint import CHECKPOINT
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    np.save(elsewhere / "ring.npy", load_dataset("ring", 300, seed=0).numpy())
+    run = tmp_path / "runs" / "a"
+    assert main(["train", "--data", str(elsewhere / "ring.npy"), *SMALL, "--out", str(run)]) == 0
+    # the stored config now reaches its data through '..' from the run directory
+    path = run / CHECKPOINT
+    with safe_open(str(path), "pt") as f:
+        header = f.metadata()
+    config = json.loads(header["config"])
+    config["data"] = str(run / ".." / ".." / "elsewhere" / "ring.npy")
+    header["config"] = json.dumps(config)
+    save_file(load_file(path), str(path), metadata=header)
+    (run / "config.json").write_text(json.dumps(config))
+
+    def files() -> set:
+        return {p for p in tmp_path.rglob("*") if p.is_file()}
+
+    before = files()
+    out = tmp_path / "out"
+    assert main(["sample", str(run), "--n", "20", "--steps", "5", "--out", str(out / "s.png")]) == 0
+    assert main(["compare", str(run), "--out", str(out / "cmp"), "--n", "50", "--n-nll", "10",
+                 "--steps", "5"]) == 0  # fmt: skip
+    assert main(["eval", str(run), "--nll", "vlb", "--n", "20"]) == 0
+    capsys.readouterr()
+    new = files() - before
+    assert new and all(out in p.parents or run in p.parents for p in new), new - {
+        p for p in new if out in p.parents
+    }
+    assert not any(elsewhere in p.parents for p in new)

@@ -11,12 +11,20 @@ next writer removes (remove_stale_temporaries).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+
+def os_error_cause(error: OSError) -> str:
+    """An OSError's cause in words with its code, e.g. "No space left on device, ENOSPC"."""
+    if error.errno is not None and error.strerror:
+        return f"{error.strerror}, {errno.errorcode.get(error.errno, error.errno)}"
+    return str(error)
 
 
 def fsync_dir(path: Path) -> None:

@@ -53,6 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return status
+    except OSError as e:  # a file the command could not write or read (disk full, I/O error)
+        from scorelab.files import os_error_cause
+
+        name = e.filename2 or e.filename  # a rename into place: the final name
+        where = f"{name}: " if name else ""
+        note = ""
+        if args.command in ("train", "train-classifier") and args.out is not None:
+            from scorelab.training.checkpoint import describe_last_checkpoint
+
+            note = "; " + describe_last_checkpoint(args.out)[0]
+        print(
+            f"scorelab {args.command}: error: {where}{os_error_cause(e)}{note}",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:  # outside Trainer.fit, or Ctrl-C twice: check what is on disk
         note = ""
         if args.command == "train":

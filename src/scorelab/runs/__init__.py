@@ -128,6 +128,15 @@ def _resume(out: Path, overrides: dict[str, object] | None, **options: Any) -> T
     kind = kind_of(meta.get("config") or {})
     cfg = kind.config_type.from_dict(meta["config"])
     if isinstance(cfg, RunConfig):  # the flags a resumed run may change (a classifier refuses)
+        target = cfg.score.target
+        if target and (overrides or {}).get("score.target") != target:
+            # a run directory is data: the code it names is imported only when the user names
+            # it too (a config.json from elsewhere could name any importable module)
+            raise ScorelabError(
+                f"this run trains on the score function {target!r} named in its config.json; "
+                f"scorelab does not import code named by a run directory: pass --target "
+                f"{target} to resume it"
+            )
         cfg = resolve_resume(cfg, overrides or {})
     return kind.train(cfg, out, tensors, meta, **options)
 

@@ -64,6 +64,12 @@ def _keep_previous(path: Path, previous: Path) -> None:
     caller if the new file cannot replace it)."""
     link = temporary_name(previous)
     remove_quietly(link)
+    with contextlib.suppress(OSError):
+        if os.path.samefile(path, previous):
+            # a save killed between its two renames left both names on one file; renaming a
+            # hard link over another of the same file does nothing (POSIX) and would leave
+            # the link behind
+            return
     try:
         os.link(path, link)
     except OSError:

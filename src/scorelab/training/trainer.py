@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import io
 import math
 import signal
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 
 from scorelab.config import TrainConfig
 from scorelab.errors import CheckpointError, ScorelabError
-from scorelab.files import atomic_write_bytes, remove_stale_temporaries
+from scorelab.files import atomic_write_bytes, os_error_cause, remove_stale_temporaries
 from scorelab.training.checkpoint import (
     CHECKPOINT,
     PREVIOUS,
@@ -397,9 +396,7 @@ class Trainer:
         cause and the checkpoint on disk, read from the file, to resume from."""
         if self.world_size > 1 and self.rank == 0:  # the others wait at the next stop decision
             all_reduce_max(float(WRITE_FAILED), self.device)
-        cause = str(error)
-        if error.errno is not None and error.strerror:
-            cause = f"{error.strerror}, {errno.errorcode.get(error.errno, error.errno)}"
+        cause = os_error_cause(error)
         words, step = describe_last_checkpoint(self.run_dir)
         then = "; resume from it once the cause is fixed" if step is not None else ""
         return CheckpointError(
