@@ -1,4 +1,6 @@
-"""Metric sanity against closed forms: FD of Gaussians, KID's unbiasedness, precision/recall."""
+"""The metrics against closed forms (FD of Gaussians, energy of two normals), KID's
+unbiasedness, and exact small cases: precision/recall by hand, KID, MMD, energy and FD against
+brute-force loops written out here."""
 
 from __future__ import annotations
 
@@ -94,3 +96,156 @@ def test_unknown_metric_is_a_clear_error():
     with pytest.raises(ScorelabError, match="unknown metric 'fud'; choose from: fd, kid"):
         parse_metrics("fd,fud")
     assert parse_metrics("fd, kid,pr") == ["fd", "kid", "pr"]
+
+
+# -- exact small cases: hand-computed answers and brute-force loops written out here ---------
+REAL = [(0, 0), (1, 0), (0, 1), (10, 0), (10, 1), (11, 0)]
+FAKE = [(0.5, 0.5), (0.6, 0), (0, 0.6), (10.5, 0.5), (10.5, 0.6), (10.6, 0.5),
+        (30, 0), (30, 1), (31, 0)]  # fmt: skip
+
+
+def _t(points):
+    return torch.tensor(points, dtype=torch.float64)
+
+
+def _dist(a, b) -> float:
+    return math.sqrt(sum((u - v) ** 2 for u, v in zip(a, b, strict=True)))
+
+
+def test_precision_recall_of_a_handful_of_points_by_hand():
+    """k = 2. Squared radii (distance to the 2nd nearest other point), worked out by hand:
+    real 1, 2, 2 | 1, 2, 2 (each cluster: unit steps, one diagonal); fake 0.26, 0.72, 0.72 |
+    0.01, 0.02, 0.02 | 1, 2, 2. Precision: the fake points near (0, 0) (squared distances
+    0.5, 0.36, 0.36 to (0, 0), radius^2 1) and near (10, 0) (0.5, 0.61, 0.61 to (10, 0),
+    radius^2 1) are covered, those near (30, 0) are not: 6/9. Recall: (0, 0), (1, 0), (0, 1)
+    are within 0.36, 0.16, 0.16 of (0.6, 0) or (0, 0.6) (radius^2 0.72); the real points near
+    (10, 0) are at least 0.41 from the tight fake cluster (radii^2 <= 0.02): 3/6. Catches the
+    k-th neighbour counted with the point itself (recall 2/6), real and fake swapped (1/2,
+    2/3), and the registry's wrapper passing them in the wrong order."""
+    from scorelab.evaluation.metrics import sample_precision_recall
+
+    real, fake = _t(REAL), _t(FAKE)
+    assert precision_recall(real, fake, k=2) == (6 / 9, 3 / 6)
+    assert sample_precision_recall(fake, real, k=2) == (6 / 9, 3 / 6)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_precision_recall_against_a_brute_force_loop(k):
+    """Random 2-D sets (20 real, 15 fake, seeded): the shares covered by k-NN balls, computed by
+    sorting the distances of each centre in a Python loop, equal precision_recall exactly."""
+    real = torch.randn(20, 2, generator=_gen(3), dtype=torch.float64)
+    fake = 0.7 * torch.randn(15, 2, generator=_gen(4), dtype=torch.float64) + 0.5
+
+    def coverage(centres, points):
+        radius = [
+            sorted(_dist(c, o) for j, o in enumerate(centres) if j != i)[k - 1]
+            for i, c in enumerate(centres)
+        ]
+        inside = [
+            any(_dist(p, c) <= r for c, r in zip(centres, radius, strict=True)) for p in points
+        ]
+        return sum(inside) / len(points)
+
+    p, r = coverage(real.tolist(), fake.tolist()), coverage(fake.tolist(), real.tolist())
+    assert 0 < p < 1 and 0 < r < 1
+    assert precision_recall(real, fake, k=k) == pytest.approx((p, r), abs=1e-12)
+
+
+def _cov_by_hand(x):
+    """Mean and unbiased covariance (n - 1) of rows, in Python loops."""
+    n, d = len(x), len(x[0])
+    mean = [sum(row[j] for row in x) / n for j in range(d)]
+    cov = [[sum((row[i] - mean[i]) * (row[j] - mean[j]) for row in x) / (n - 1)
+            for j in range(d)] for i in range(d)]  # fmt: skip
+    return mean, cov
+
+
+def _w2_gaussians_2d(m1, c1, m2, c2) -> float:
+    """W_2^2 of 2-D Gaussians in closed form: tr sqrt(C1^1/2 C2 C1^1/2) = tr sqrt(C1 C2), and a
+    2x2 matrix M with positive eigenvalues has tr sqrt(M) = sqrt(tr M + 2 sqrt(det M))."""
+    tr = lambda c: c[0][0] + c[1][1]  # noqa: E731
+    det = lambda c: c[0][0] * c[1][1] - c[0][1] * c[1][0]  # noqa: E731
+    tr_c1c2 = sum(c1[i][j] * c2[j][i] for i in range(2) for j in range(2))
+    cross = math.sqrt(tr_c1c2 + 2 * math.sqrt(det(c1) * det(c2)))
+    return sum((a - b) ** 2 for a, b in zip(m1, m2, strict=True)) + tr(c1) + tr(c2) - 2 * cross
+
+
+def test_frechet_distance_of_non_commuting_gaussians_and_of_five_points():
+    """gaussian_frechet against the 2-D closed form for covariances that do not commute
+    (C1 C2 is not symmetric), and frechet_distance of 5 and 6 points against that closed form
+    applied to their means and unbiased covariances computed in loops. Catches eigvalsh of
+    C1 C2 in place of C1^1/2 C2 C1^1/2 (which commuting or co-rotated pairs hide) and the
+    biased (1/n) covariance."""
+    m1, c1 = [1.0, -0.5], [[2.0, 0.9], [0.9, 1.0]]
+    m2, c2 = [0.0, 0.3], [[0.5, -0.2], [-0.2, 3.0]]
+    got = gaussian_frechet(_t(m1), _t(c1), _t(m2), _t(c2))
+    assert got == pytest.approx(_w2_gaussians_2d(m1, c1, m2, c2), rel=1e-10)
+    x = [[0.0, 1.0], [2.0, -1.0], [1.0, 3.0], [-1.5, 0.5], [0.3, 0.2]]
+    y = [[4.0, 0.0], [1.0, 1.0], [2.5, -2.0], [0.0, 0.0], [3.0, 2.0], [1.0, -1.0]]
+    (mx, cx), (my, cy) = _cov_by_hand(x), _cov_by_hand(y)
+    assert frechet_distance(_t(x), _t(y)) == pytest.approx(
+        _w2_gaussians_2d(mx, cx, my, cy), rel=1e-10
+    )
+
+
+def test_kid_mmd_and_energy_against_double_loops():
+    """5 points against 5 (KID, one subset of all 5: a permutation, which the unbiased MMD^2
+    does not see) and 5 against 3 (MMD with a given and with the median bandwidth; energy) in
+    3-D, each against its definition summed in Python double loops: KID's kernel
+    (a.b / d + 1)^3 with d the feature dimension; the within-set sums without the diagonal over
+    n (n - 1); the Gaussian kernel exp(-|a - b|^2 / (2 h^2)) with h the median of the 15 cross
+    distances; energy 2 E|X - Y| - E|X - X'| - E|Y - Y'|. Catches d taken as the number of
+    points, the diagonal kept or divided by n^2, a bandwidth off by a square."""
+    x = torch.randn(5, 3, generator=_gen(5), dtype=torch.float64).tolist()
+    y = (torch.randn(5, 3, generator=_gen(6), dtype=torch.float64) + 0.4).tolist()
+    y3 = y[:3]
+
+    def unbiased_mmd2(a, b, kernel):
+        n, m = len(a), len(b)
+        aa = sum(kernel(a[i], a[j]) for i in range(n) for j in range(n) if i != j)
+        bb = sum(kernel(b[i], b[j]) for i in range(m) for j in range(m) if i != j)
+        ab = sum(kernel(u, v) for u in a for v in b)
+        return aa / (n * (n - 1)) + bb / (m * (m - 1)) - 2 * ab / (n * m)
+
+    def cubic(u, v):
+        return (sum(p * q for p, q in zip(u, v, strict=True)) / 3 + 1) ** 3
+
+    kid, std = kernel_inception_distance(_t(x), _t(y), subsets=1, subset_size=5)
+    assert kid == pytest.approx(unbiased_mmd2(x, y, cubic), rel=1e-10) and std == 0
+    for h in (0.7, None):
+        bandwidth = h or sorted(_dist(u, v) for u in x for v in y3)[7]  # median of 15
+        rbf = lambda u, v, b=bandwidth: math.exp(-(_dist(u, v) ** 2) / (2 * b**2))  # noqa: E731
+        assert mmd_rbf(_t(x), _t(y3), bandwidth=h) == pytest.approx(
+            unbiased_mmd2(x, y3, rbf), rel=1e-10
+        )
+    cross = sum(_dist(u, v) for u in x for v in y3) / 15
+    within_x = sum(_dist(u, v) for i, u in enumerate(x) for j, v in enumerate(x) if i != j) / 20
+    within_y = sum(_dist(u, v) for i, u in enumerate(y3) for j, v in enumerate(y3) if i != j) / 6
+    assert energy_distance(_t(x), _t(y3)) == pytest.approx(
+        2 * cross - within_x - within_y, rel=1e-10
+    )
+
+
+def test_energy_distance_is_unbiased_for_the_closed_form_of_two_normals():
+    """1-D N(0, 1) against N(1, 1): 2 E|X - Y| - E|X - X'| - E|Y - Y'| with E|Z| for
+    Z ~ N(m, s^2) = s sqrt(2/pi) exp(-m^2 / 2s^2) + m (1 - 2 Phi(-m/s)), here
+    2 E|N(1, 2)| - 2 * 2/sqrt(pi) = 0.5418... The mean over 2000 pairs of sets of 10 points is
+    that value within 4 standard errors (the within-set sums over n (n - 1) make it unbiased;
+    over n^2 it would be 0.23 higher). Catches the diagonal counted in the within-set means."""
+    m, s = 1.0, math.sqrt(2.0)
+    e_abs = s * math.sqrt(2 / math.pi) * math.exp(-(m**2) / (2 * s**2)) + m * math.erf(
+        m / (s * math.sqrt(2))
+    )
+    expected = 2 * e_abs - 2 * (2 / math.sqrt(math.pi))
+    g = _gen(8)
+    values = torch.tensor(
+        [
+            energy_distance(
+                torch.randn(10, 1, generator=g, dtype=torch.float64),
+                torch.randn(10, 1, generator=g, dtype=torch.float64) + 1,
+            )
+            for _ in range(2000)
+        ]
+    )
+    mean, se = float(values.mean()), float(values.std()) / math.sqrt(len(values))
+    assert abs(mean - expected) < 4 * se, (mean, expected, se)
