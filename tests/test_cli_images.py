@@ -57,6 +57,26 @@ def test_sample_grid_gif_and_npy(digits_run, tmp_path, capsys):
 
 
 def test_eval_metrics_json_with_floors_and_the_cached_classifier(digits_run, tmp_path, capsys):
+    """Every number of `scorelab eval --format json` recomputed here from its definition: the
+    data are split by the documented seeded permutation (seed 0) into a reference half (60)
+    and a held-out half, the floor is the metric between the first 40 held-out images and the
+    reference, the value between the run's 40 samples (DDIM, 5 steps, seed 0) and the same
+    reference; the classifier's test accuracy is its accuracy on the held-out half. Data-space
+    metrics are recomputed on the images, fd and pr on the cached classifier's features. A
+    12-step model is far from its data: every distance is above its floor and its recall below.
+    Catches a floor against the samples or the held-out set as its own reference, samples
+    compared with the held-out half, and an accuracy measured on the training half."""
+    from scorelab.data import load_images
+    from scorelab.evaluation.features import classifier_features, load_or_train_classifier
+    from scorelab.evaluation.metrics import (
+        energy_distance,
+        frechet_distance,
+        mmd_rbf,
+        precision_recall,
+        sliced_wasserstein,
+    )
+    from scorelab.runs import load_run
+
     mp = pytest.MonkeyPatch()
     fake_sklearn(mp, n=120)
     try:
@@ -68,15 +88,38 @@ def test_eval_metrics_json_with_floors_and_the_cached_classifier(digits_run, tmp
         assert (digits_run / "features.safetensors").is_file()
         assert main([*argv[:-2], "--format", "text"]) == 0  # the cached classifier is reused
         text = capsys.readouterr().out
+        images = load_images("digits", 8)
     finally:
         mp.undo()
     assert set(out) == {"fd", "kid", "precision", "recall", "swd", "energy", "mmd"}
     for r in out.values():
         assert {"value", "floor", "n", "features", "small_n"} <= set(r)
-        assert r["n"] == 40 and r["small_n"] is True and np.isfinite(r["value"])
-    assert 0 <= out["fd"]["classifier_test_accuracy"] <= 1
+        assert r["n"] == 40 and r["small_n"] is True and r["n_reference"] == 60
     assert "classifier" in out["fd"]["features"] and out["swd"]["features"] == "data space"
     assert "floor" in text and "small n=40" in text and "training the feature" not in text
+
+    perm = torch.randperm(120, generator=torch.Generator().manual_seed(0))
+    reference, held = images.x[perm[60:]], images.x[perm[:60]]
+    samples, _ = load_run(digits_run).sample(40, seed=0, sampler="ddim", steps=5)
+    for name, metric in (("swd", sliced_wasserstein), ("energy", energy_distance),
+                         ("mmd", mmd_rbf)):  # fmt: skip
+        assert out[name]["floor"] == pytest.approx(metric(held[:40], reference), rel=1e-9)
+        assert out[name]["value"] == pytest.approx(metric(samples, reference), rel=1e-9)
+    classifier, _ = load_or_train_classifier(
+        digits_run, reference, images.labels[perm[60:]], held, images.labels[perm[:60]]
+    )
+    with torch.no_grad():
+        correct = (classifier(held).argmax(1) == images.labels[perm[:60]]).sum()
+    assert out["fd"]["classifier_test_accuracy"] == pytest.approx(int(correct) / 60, abs=1e-6)
+    features = classifier_features(classifier)
+    f_ref, f_held, f_samples = features(reference), features(held[:40]), features(samples)
+    assert out["fd"]["floor"] == pytest.approx(frechet_distance(f_held, f_ref), rel=1e-6)
+    assert out["fd"]["value"] == pytest.approx(frechet_distance(f_samples, f_ref), rel=1e-6)
+    precision, recall = precision_recall(f_ref, f_samples)
+    assert (out["precision"]["value"], out["recall"]["value"]) == (precision, recall)
+    for name in ("fd", "kid", "swd", "energy", "mmd"):
+        assert out[name]["value"] > out[name]["floor"], name
+    assert out["recall"]["value"] < out["recall"]["floor"]
 
 
 def test_eval_fid_without_weights_says_how(digits_run, capsys):
