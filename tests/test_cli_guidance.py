@@ -80,8 +80,10 @@ def test_ring_bad_guidance_is_one_line(ring, tmp_path, capsys):
     _fail(["sample", str(run), "--class", "1", "--cfg", "-1", *out], capsys, "must be")
     both = ["--class", "1", "--cfg", "1", "--classifier", str(cls)]
     _fail(["sample", str(run), *both, *out], capsys, "not both")
-    _fail(["sample", str(run), "--class", "1", "--classifier", str(run), *out], capsys, "")
-    _fail(["sample", str(run), "--class", "1", "--classifier", str(tmp_path), *out], capsys, "")
+    _fail(["sample", str(run), "--class", "1", "--classifier", str(run), *out], capsys,
+          f"{run} does not hold a classifier (a diffusion run?)")  # fmt: skip
+    _fail(["sample", str(run), "--class", "1", "--classifier", str(tmp_path), *out], capsys,
+          f"no checkpoint at {tmp_path / 'checkpoint.safetensors'}")  # fmt: skip
     sweep = ["--sweep-classes", "--out", str(tmp_path / "s.npy")]
     _fail(["sample", str(run), *sweep], capsys, ".png")
     _fail(["sample", str(uncond), "--sweep-classes", "--out", str(tmp_path / "s.png")], capsys,

@@ -315,6 +315,9 @@ def load_classifier(cls_dir: Path | str) -> NoisyClassifier:
     if not cls_dir.is_dir():
         raise CheckpointError(f"classifier directory {cls_dir} does not exist")
     config, state, meta = read_stored(cls_dir, "ema/")
+    # before from_dict: a diffusion run's config has keys a ClassifierConfig lacks
+    if not CLASSIFIER.owns(config):
+        raise CheckpointError(f"{cls_dir} does not hold a classifier (a diffusion run?)")
     cfg = ClassifierConfig.from_dict(config)
     if not cfg.num_classes:
         raise CheckpointError(f"{cls_dir} does not hold a classifier (a diffusion run?)")
