@@ -74,19 +74,51 @@ def test_langevin_samples_a_gaussian(name):
     _check_mixture(out.x, gm, bias=bias)  # O(step) bias of the unadjusted chain
 
 
+# 64-D Gaussian data shaped (1, 8, 8): every pixel has its own mean and variance, so a
+# transposed, permuted or mis-broadcast pixel shows in its moments
+IMAGE_DATA = GaussianMixture(
+    torch.ones(1),
+    torch.linspace(-1, 1, 64, dtype=torch.float64)[None],
+    torch.linspace(0.05, 0.5, 64, dtype=torch.float64)[None],
+)
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_image_shaped_batches(name):
-    """(B, 1, 8, 8): every sampler runs rank-agnostically and keeps the shape."""
-    gm = GaussianMixture(torch.ones(1), torch.zeros(1, 64), torch.full((1, 64), 0.2))
-    out = sample(
-        gm.eps_fn(SCHEDULE),
-        (16, 1, 8, 8),
-        SCHEDULE,
-        name,
-        10,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert out.x.shape == (16, 1, 8, 8) and torch.isfinite(out.x).all()
+    """(B, 1, 8, 8): a sampler is rank-agnostic. The image-shaped run equals the flattened
+    (B, 64) run from the same noise bit for bit (float32, 10 steps): no step reshapes or
+    broadcasts by rank. At the sampler's accuracy settings 400 image-shaped draws (float64)
+    have each pixel's mean within 5 standard errors, the pooled standardized variance 1
+    within 5 standard errors plus the sampler's allowance (_check_mixture), and each pixel's
+    variance within 5 standard errors (sqrt(2 / n) relative) plus that allowance.
+
+    Planted bugs that made it fail (each reverted): Langevin's snr step from norms over dim 1
+    instead of each example's whole tensor (annealed-langevin and pc); one noise draw per
+    (example, channel) broadcast over the pixels (the six noisy samplers); ddim's eps weight
+    sqrt(1 - alpha_bar_t) for sqrt(1 - alpha_bar_s); Euler-Maruyama's noise sqrt(1.2 hb)."""
+    steps, options, bias = {**GENEROUS, **ONE_GAUSSIAN}[name]
+    eps_fn = IMAGE_DATA.eps_fn(SCHEDULE)
+
+    def run(shape, steps, dtype):
+        return sample(
+            eps_fn,
+            shape,
+            SCHEDULE,
+            name,
+            steps,
+            generator=torch.Generator().manual_seed(0),
+            dtype=dtype,
+            **options,
+        ).x
+
+    image = run((16, 1, 8, 8), 10, torch.float32)
+    assert image.shape == (16, 1, 8, 8)
+    assert torch.equal(image.reshape(16, 64), run((16, 64), 10, torch.float32))
+    n = 400
+    x = run((n, 1, 8, 8), steps, torch.float64)
+    _check_mixture(x, IMAGE_DATA, bias=bias)
+    ratio = x.reshape(n, 64).var(0) / IMAGE_DATA.variances[0]
+    assert ((ratio - 1).abs() < 5 * math.sqrt(2 / n) + bias).all(), ratio
 
 
 @pytest.mark.parametrize(
@@ -227,7 +259,16 @@ def test_pf_ode_forward_then_backward_returns_the_start(mixture_2d):
     # at every integer t; the adaptive solver still returns the start to about 1e-3
     assert float((back - x).abs().max()) < 5e-3
     assert float((back - x).abs().mean()) < 1e-3
-    assert float(x_T.std()) > 0.9  # it really went to the prior
+    # it really went to the prior: the flow carries data to p_T = a_T p_data + N(0, sigma_T^2),
+    # whose per-coordinate mean and variance the 200 points match within 4 standard errors
+    ab_T = float(SCHEDULE.alpha_bar(torch.tensor(1000.0, dtype=torch.float64)))
+    w, m, v = mixture_2d.weights[:, None], mixture_2d.means, mixture_2d.variances
+    data_mean = (w * m).sum(0)
+    data_var = (w * (v + m**2)).sum(0) - data_mean**2
+    mean_T, var_T = math.sqrt(ab_T) * data_mean, ab_T * data_var + 1 - ab_T
+    n = x_T.shape[0]
+    assert ((x_T.mean(0) - mean_T).abs() < 4 * (var_T / n).sqrt()).all(), x_T.mean(0)
+    assert ((x_T.var(0) / var_T - 1).abs() < 4 * math.sqrt(2 / (n - 1))).all(), x_T.var(0)
 
 
 def test_rk45_on_a_linear_ode():
