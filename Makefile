@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-guidance bench-vae clean
+.PHONY: demo test test-slow mutate lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-guidance bench-vae clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,18 @@ $(BIN)/scorelab: pyproject.toml
 demo: $(BIN)/scorelab
 	$(BIN)/scorelab demo --out runs/demo
 
+# the default tier: every test not marked slow (about 2 minutes on 2 cores)
 test: $(BIN)/scorelab
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# the slow tier: fault injection at every write, torchrun end to end, long statistical tests
+test-slow: $(BIN)/scorelab
+	$(BIN)/python -m pytest -m slow
+
+# mutation testing of the core (mutmut): writes benchmarks/results/mutation.md
+mutate: $(BIN)/scorelab
+	$(BIN)/python benchmarks/mutation.py
 
 lint: $(BIN)/scorelab
 	$(BIN)/ruff check .

@@ -123,6 +123,7 @@ def test_every_thirteenth_fault_leaves_a_run_that_loads_and_resumes_exactly(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("stop_at", [None, 6], ids=["fresh run", "restarted run"])
 def test_every_fault_leaves_a_run_that_loads_and_resumes_exactly(
     tmp_path, reference, capsys, stop_at

@@ -1,0 +1,218 @@
+"""Mutation testing of the core with mutmut: how many planted one-line bugs the tests catch.
+
+    python benchmarks/mutation.py                 # every module group (make mutate)
+    python benchmarks/mutation.py processes ema   # some groups
+    python benchmarks/mutation.py --jobs 2        # mutmut's parallel workers (default: cores)
+
+Each group is a part of the core and the fast tests that exercise it. For each, mutmut (the
+`dev` extra) mutates the group's files (operators, constants, arguments, returns) and runs,
+for each mutant, the group's tests that cover the mutated function; a mutant is killed when
+a test fails. The run happens in .mutation/GROUP (mutmut's `mutants/` copy of the code, kept
+between runs so that a second run only redoes what changed), and the table goes to
+benchmarks/results/mutation.md: killed / survived / timed out / not covered per group, with
+the surviving mutants listed by name (`cd .mutation/GROUP && mutmut show NAME` prints one).
+Mutants judged equivalent (no behaviour can tell them apart) are listed in EQUIVALENT with
+the reason and counted apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutation"
+RESULTS = ROOT / "benchmarks" / "results" / "mutation.md"
+SRC = "src/scorelab"
+
+# group: (files to mutate, the fast tests that check them)
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "processes": (
+        [f"{SRC}/processes/ddpm.py", f"{SRC}/processes/schedules.py", f"{SRC}/processes/sde.py"],
+        ["tests/test_ddpm.py", "tests/test_schedules.py", "tests/test_sde.py", "tests/test_vlb.py"],
+    ),  # fmt: skip
+    "parameterization": (
+        [f"{SRC}/processes/parameterization.py"],
+        ["tests/test_parameterization.py"],
+    ),
+    "samplers": (
+        [
+            f"{SRC}/samplers/ancestral.py",
+            f"{SRC}/samplers/ddim.py",
+            f"{SRC}/samplers/continuous.py",
+            f"{SRC}/samplers/timesteps.py",
+        ],
+        ["tests/test_samplers.py", "tests/test_samplers_all.py", "tests/test_solver_orders.py"],
+    ),  # fmt: skip
+    "guidance": ([f"{SRC}/samplers/guidance.py"], ["tests/test_guidance.py"]),
+    "objectives": (
+        [
+            f"{SRC}/objectives/denoising.py",
+            f"{SRC}/objectives/score_matching.py",
+            f"{SRC}/objectives/hybrid.py",
+            f"{SRC}/objectives/conditional.py",
+        ],
+        [
+            "tests/test_objectives.py",
+            "tests/test_score_matching.py",
+            "tests/test_likelihood.py",
+            "tests/test_conditional.py",
+        ],
+    ),  # fmt: skip
+    "likelihood": (
+        [f"{SRC}/likelihood.py", f"{SRC}/numerics/divergence.py", f"{SRC}/numerics/odeint.py"],
+        ["tests/test_likelihood.py", "tests/test_divergence.py"],
+    ),
+    "metrics": (
+        [f"{SRC}/evaluation/metrics.py"],
+        ["tests/test_metrics.py", "tests/test_image_metrics.py"],
+    ),
+    "training": (
+        [f"{SRC}/training/ema.py", f"{SRC}/training/checkpoint.py"],
+        ["tests/test_training.py", "tests/test_failing_writes.py"],
+    ),
+}
+
+# mutant name -> why no test can tell it from the original
+EQUIVALENT: dict[str, str] = {}
+
+
+def _config(files: list[str], tests: list[str]) -> str:
+    return (
+        "[tool.mutmut]\n"
+        f"paths_to_mutate = {json.dumps(files)}\n"
+        'source_paths = ["src"]\n'
+        f"tests_dir = {json.dumps(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", '
+        '"-m", "not slow", "--timeout", "120"]\n'
+        "timeout_multiplier = 5.0\n"
+        "timeout_constant = 10.0\n"
+    )
+
+
+def _prepare(group: str) -> Path:
+    files, tests = GROUPS[group]
+    work = WORK / group
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("src", "tests"):
+        link = work / name
+        if not link.exists():
+            link.symlink_to(ROOT / name)
+    # pytest's own settings (markers, timeout) and mutmut's for this group
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (work / "pyproject.toml").write_text(pyproject.split("[tool.ruff]")[0] + _config(files, tests))
+    return work
+
+
+def _statuses(work: Path, files: list[str]) -> dict[str, str]:
+    from mutmut.stats import status_by_exit_code  # the dev extra
+
+    out = {}
+    for f in files:
+        meta = work / "mutants" / f"{f}.meta"
+        if not meta.is_file():
+            continue
+        data = json.loads(meta.read_text())
+        for name, code in data.get("exit_code_by_key", {}).items():
+            out[name] = status_by_exit_code[code]
+    return out
+
+
+def run_group(group: str, jobs: int) -> dict:
+    files, _ = GROUPS[group]
+    work = _prepare(group)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [mutmut, "run", "--max-children", str(jobs)],
+        cwd=work, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    statuses = _statuses(work, files)
+    if not statuses:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise SystemExit(f"mutmut found no mutants for {group} (exit {proc.returncode}):\n{tail}")
+    counts: dict[str, int] = {}
+    for name, status in statuses.items():
+        if status == "survived" and name in EQUIVALENT:
+            status = "equivalent"
+        counts[status] = counts.get(status, 0) + 1
+    survivors = sorted(n for n, s in statuses.items() if s == "survived" and n not in EQUIVALENT)
+    return {"group": group, "files": files, "counts": counts, "seconds": seconds,
+            "survivors": survivors, "total": len(statuses)}  # fmt: skip
+
+
+def _score(r: dict) -> float:
+    c = r["counts"]
+    judged = r["total"] - c.get("equivalent", 0) - c.get("no tests", 0) - c.get("skipped", 0)
+    return 100.0 * c.get("killed", 0) / judged if judged else float("nan")
+
+
+def write_table(results: list[dict], jobs: int) -> str:
+    lines = [
+        "# Mutation testing of the core",
+        "",
+        f"`make mutate` (mutmut, {jobs} workers, 2-core CPU). Score = killed / (mutants - "
+        "equivalent - not covered by the group's tests).",
+        "",
+        "| group | files | mutants | killed | survived | timeout | not covered | equivalent "
+        "| score | minutes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    total = {"total": 0, "killed": 0, "survived": 0, "timeout": 0, "no tests": 0, "eq": 0}
+    for r in results:
+        c = r["counts"]
+        files = ", ".join(f.removeprefix(f"{SRC}/") for f in r["files"])
+        lines.append(
+            f"| {r['group']} | {files} | {r['total']} | {c.get('killed', 0)} | "
+            f"{c.get('survived', 0)} | {c.get('timeout', 0)} | {c.get('no tests', 0)} | "
+            f"{c.get('equivalent', 0)} | {_score(r):.1f}% | {r['seconds'] / 60:.1f} |"
+        )
+        total["total"] += r["total"]
+        total["killed"] += c.get("killed", 0)
+        total["survived"] += c.get("survived", 0)
+        total["timeout"] += c.get("timeout", 0)
+        total["no tests"] += c.get("no tests", 0)
+        total["eq"] += c.get("equivalent", 0)
+    judged = total["total"] - total["eq"] - total["no tests"]
+    score = 100.0 * total["killed"] / judged if judged else float("nan")
+    lines.append(
+        f"| **all** | | {total['total']} | {total['killed']} | {total['survived']} | "
+        f"{total['timeout']} | {total['no tests']} | {total['eq']} | **{score:.1f}%** | "
+        f"{sum(r['seconds'] for r in results) / 60:.1f} |"
+    )
+    lines += ["", "Surviving mutants (`cd .mutation/GROUP && mutmut show NAME`):", ""]
+    for r in results:
+        if r["survivors"]:
+            lines.append(f"- {r['group']}: " + ", ".join(f"`{n}`" for n in r["survivors"]))
+    if EQUIVALENT:
+        lines += ["", "Equivalent mutants:", ""]
+        lines += [f"- `{n}`: {why}" for n, why in sorted(EQUIVALENT.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("groups", nargs="*", choices=[*GROUPS, []], help="default: every group")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    args = p.parse_args()
+    results = []
+    for group in args.groups or list(GROUPS):
+        print(f"mutating {group} ...", flush=True)
+        r = run_group(group, args.jobs)
+        print(f"  {r['total']} mutants, {r['counts']}, {_score(r):.1f}% in {r['seconds']:.0f}s")
+        results.append(r)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(write_table(results, args.jobs))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
