@@ -269,3 +269,126 @@ def test_ema_refuses_a_module_with_other_tensors():
         ema.update(nn.Linear(2, 2).double(), step=0)
     with pytest.raises(ValueError, match=r"weight is torch.float32 \(3, 2\)"):
         ema.update(nn.Linear(2, 3), step=0)
+
+
+# -- resume: the trainer's random state -------------------------------------------------------
+def _recording_trainer(tmp_path, *, stop_at=None, dropout=0.0):
+    """A trainer whose loss draws noise from the run's generator and records every batch and
+    noise it sees; its optimizer records the generator's state after each step. With stop_at,
+    the call of that number asks the trainer to stop (a checkpoint at that step, Preempted)."""
+    tmp_path.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Dropout(dropout), nn.Linear(16, 2))
+    data = torch.randn(100, 2, generator=torch.Generator().manual_seed(1))
+    seen = {"batches": [], "noise": [], "states": []}
+
+    def loss_fn(net, x, generator):
+        if stop_at is not None and len(seen["batches"]) + 1 == stop_at:
+            trainer.request_stop()
+        noise = torch.randn(x.shape, generator=generator)
+        seen["batches"].append(x.clone())
+        seen["noise"].append(noise)
+        return ((net(x + 0.1 * noise) - x) ** 2).mean(1)
+
+    cfg = TrainConfig(steps=10, batch_size=8, warmup=2, ckpt_every=100, log_every=1)
+    trainer = Trainer(model, loss_fn, data, cfg, tmp_path, {"test": True}, progress=False)
+    trainer.optimizer.register_step_post_hook(
+        lambda *_: seen["states"].append(trainer.generator.get_state())
+    )
+    return trainer, model, seen
+
+
+def _interrupted_and_resumed(tmp_path, dropout=0.0):
+    """(uninterrupted trainer's records and model, resumed trainer, its records and model,
+    the resumed trainer's generator state right after restore)."""
+    from scorelab.training.preemption import Preempted
+
+    full, full_model, full_seen = _recording_trainer(tmp_path / "full", dropout=dropout)
+    full.fit()
+    cut, _, _ = _recording_trainer(tmp_path / "cut", stop_at=5, dropout=dropout)
+    with pytest.raises(Preempted, match="step 5"):
+        cut.fit()
+    resumed, model, seen = _recording_trainer(tmp_path / "cut", dropout=dropout)
+    tensors, meta = read_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")
+    resumed.restore(tensors, meta, "the step-5 checkpoint")
+    state = resumed.generator.get_state()
+    resumed.fit()
+    return full_seen, full_model, resumed, seen, model, state, tensors
+
+
+def test_resume_restores_the_generator_and_draws_the_same_batches_and_noise(tmp_path):
+    """A run stopped after step 5 and resumed from its checkpoint by a fresh Trainer: right
+    after restore its generator's state is the uninterrupted run's after step 5 (a fresh
+    trainer's is the seed's), the checkpoint holds that state, and steps 6-10 draw the same
+    batch indices and noise and end at the same weights, bit for bit. Catches a generator not
+    saved or not restored (a resumed run would redraw the first batches)."""
+    full_seen, full_model, resumed, seen, model, state, tensors = _interrupted_and_resumed(tmp_path)
+    fresh = torch.Generator().manual_seed(0).get_state()
+    assert not torch.equal(full_seen["states"][4], fresh)
+    assert torch.equal(state, full_seen["states"][4])
+    assert torch.equal(tensors["rng/generator"], full_seen["states"][4])
+    assert resumed.step == 10 and len(seen["batches"]) == 5
+    for i in range(5):
+        assert torch.equal(seen["batches"][i], full_seen["batches"][5 + i]), i
+        assert torch.equal(seen["noise"][i], full_seen["noise"][5 + i]), i
+    for p, q in zip(model.parameters(), full_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the checkpoint stores the trainer's generator but not torch's global RNG, which "
+    "nn.Dropout draws from (the U-Net's default --dropout 0.1): a resumed run with dropout "
+    "is not the uninterrupted one; the fix belongs in training/trainer.py (state/restore)",
+)
+def test_resume_with_dropout_is_exact(tmp_path):
+    """The same stop and resume with a Dropout(0.5) layer: the weights after step 10 equal the
+    uninterrupted run's only if the random state dropout uses is restored too."""
+    _, full_model, _, _, model, _, _ = _interrupted_and_resumed(tmp_path, dropout=0.5)
+    for p, q in zip(model.parameters(), full_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+# -- x0 clipping of image runs ------------------------------------------------------------------
+class _Constant(nn.Module):
+    """A 'network' whose prediction is one value everywhere."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t, y=None):
+        return torch.full_like(x, self.value)
+
+
+@pytest.mark.parametrize("objective, value", [("eps", 0.0), ("x0", 5.0)])
+def test_image_runs_clip_the_implied_x0_and_vector_runs_do_not(objective, value):
+    """build_eps_and_variance, what sampling and evaluation use: for a U-Net run the x0 implied
+    by the prediction is clipped to [-1, 1] and eps recomputed at the same x_t,
+    eps = (x_t - sqrt(alpha_bar) clip(x0)) / sqrt(1 - alpha_bar), alpha_bar from the betas'
+    running product here; an MLP run's eps is the raw one. x_t spans [-3, 3] at t = 50 of 100
+    (eps = 0 implies x0 = x_t / sqrt(alpha_bar), out of range for |x_t| > 0.7; x0 = 5 always is).
+    Catches a missing clip for images, a clip applied to vectors, and a clip of eps itself."""
+    from scorelab.build import build_eps_and_variance
+    from scorelab.config import MLPConfig, RunConfig, ScheduleConfig, UNetConfig
+    from scorelab.processes import make_schedule
+
+    sched = make_schedule("linear", T=100)
+    ab = 1.0
+    for beta in sched.betas[:50].tolist():
+        ab *= 1 - beta
+    a, sigma = math.sqrt(ab), math.sqrt(1 - ab)
+    x_t = torch.linspace(-3, 3, 64, dtype=torch.float64).reshape(1, 1, 8, 8)
+    t = torch.full((1,), 50.0, dtype=torch.float64)
+    raw_x0 = x_t / a if objective == "eps" else torch.full_like(x_t, value)
+    if objective == "eps":  # entries inside the range and outside it
+        assert (raw_x0.abs() > 1).any() and (raw_x0.abs() <= 1).any()
+    raw_eps = (x_t - a * raw_x0) / sigma
+    clipped_eps = (x_t - a * raw_x0.clamp(-1, 1)) / sigma
+    for model_cfg, expected in ((UNetConfig(), clipped_eps), (MLPConfig(), raw_eps)):
+        cfg = RunConfig(
+            objective=objective, model=model_cfg, schedule=ScheduleConfig("linear", 100)
+        )
+        eps_fn, _ = build_eps_and_variance(_Constant(value), cfg, sched)
+        torch.testing.assert_close(eps_fn(x_t, t), expected, rtol=1e-9, atol=1e-9)
+    assert not torch.allclose(clipped_eps, raw_eps)
