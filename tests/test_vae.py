@@ -153,3 +153,66 @@ def test_aggregate_posterior_kl_of_the_linear_gaussian_model(shift, generator):
     mean, log_var = aggregate_posterior(vae, marginal.sample((3000,)))
     kl = aggregate_posterior_kl(mean, log_var, n_samples=4000, generator=generator)
     assert kl == pytest.approx(L * shift**2 / 2, abs=0.05)
+
+
+def _log_p_x_given_z_by_hand(likelihood, x, params, log_scale):
+    """log p(x | z) summed per example from torch.distributions and the logistic CDF: a
+    Gaussian with the shared scale, the 256-level discretized logistic (bins of width 2/255,
+    the end bins taking the tails), or a Bernoulli on (x + 1) / 2."""
+    mean = params[:, 0]
+    if likelihood == "gaussian":
+        lp = torch.distributions.Normal(mean, log_scale.exp()).log_prob(x)
+    elif likelihood == "bernoulli":
+        lp = torch.distributions.Bernoulli(logits=mean).log_prob((x + 1) / 2)
+    else:
+        s = params[:, 1].exp()
+        upper = torch.where(x > 0.999, torch.ones_like(x), torch.sigmoid((x - mean + BIN / 2) / s))
+        lower = torch.where(
+            x < -0.999, torch.zeros_like(x), torch.sigmoid((x - mean - BIN / 2) / s)
+        )
+        lp = torch.log(upper - lower)
+    return lp.flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "logistic", "bernoulli"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 16, 16)])
+def test_conv_vae_elbo_equals_its_parts_computed_by_hand(likelihood, shape):
+    """The conv VAE in float64 on 4 images of its likelihood's kind: elbo with a seeded
+    generator equals log p(x | z) - KL(q(z|x) || N(0, I)) built here from the encoder's output
+    (mean, log-variance = its two halves), z = mean + exp(log_var / 2) e with the same e, the
+    decoder's output and torch.distributions (the KL too), to 1e-9; the 1-sample IWAE is the
+    ELBO with the Monte Carlo KL, log p(x|z) + log N(z; 0, I) - log q(z|x), for the same z; and
+    sample_vae returns the decoder's mean (clamped for logistic, its sign for bernoulli).
+    Catches the encoder's halves swapped, a log-variance used as a log-std, the logistic's
+    scale taken from the mean channel or the Gaussian's scale squared twice, and a sign of the
+    KL."""
+    torch.manual_seed(0)
+    vae = conv_vae(shape, latent_dim=5, width=8, likelihood=likelihood).double()
+    g = torch.Generator().manual_seed(1)
+    if likelihood == "bernoulli":
+        x = torch.randint(0, 2, (4, *shape), generator=g).double() * 2 - 1
+    else:  # 8-bit levels in [-1, 1], the ends included
+        x = torch.randint(0, 256, (4, *shape), generator=g).double() / 127.5 - 1
+        x[0].fill_(-1.0)
+        x[1].fill_(1.0)
+    with torch.no_grad():
+        got = elbo(vae, x, generator=torch.Generator().manual_seed(2))
+        h = vae.encoder(x)
+        mean, log_var = h[:, :5], h[:, 5:]
+        e = torch.randn(4, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        z = mean + (0.5 * log_var).exp() * e
+        log_px = _log_p_x_given_z_by_hand(likelihood, x, vae.decode(z), vae.log_scale)
+        q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
+        prior = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+        kl = torch.distributions.kl_divergence(q, prior).sum(1)
+        torch.testing.assert_close(got, log_px - kl, rtol=1e-9, atol=1e-9)
+        iwae = iwae_bound(vae, x, 1, generator=torch.Generator().manual_seed(2))
+        mc = log_px + prior.log_prob(z).sum(1) - q.log_prob(z).sum(1)
+        torch.testing.assert_close(iwae, mc, rtol=1e-9, atol=1e-9)
+        params = vae.decoder(z).reshape(4, vae.params_per_dim, *shape)
+        expected = {
+            "gaussian": params[:, 0],
+            "logistic": params[:, 0].clamp(-1, 1),
+            "bernoulli": torch.where(params[:, 0] > 0, 1.0, -1.0),
+        }[likelihood]
+        torch.testing.assert_close(sample_vae(vae, 4, z=z), expected, check_dtype=False)
