@@ -47,7 +47,7 @@ def test_starts_as_zero_and_depends_on_time_after_a_step():
     reason="group_norm gives every channel its own group when channels <= 32 (gcd(32, c) = c), "
     "so GroupNorm removes the per-channel time (and label) shift that ResBlock adds just "
     "before norm2: a U-Net whose every level has <= 32 channels (--channels 8 in the tests) "
-    "ignores t, and the 32-channel first level of the presets does",
+    "ignores t, and so do the blocks of the presets' 32-channel first level",
 )
 @torch.no_grad()
 def test_a_narrow_unet_depends_on_time():
