@@ -335,12 +335,6 @@ def test_resume_restores_the_generator_and_draws_the_same_batches_and_noise(tmp_
         assert torch.equal(p, q)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the checkpoint stores the trainer's generator but not torch's global RNG, which "
-    "nn.Dropout draws from (the U-Net's default --dropout 0.1): a resumed run with dropout "
-    "is not the uninterrupted one; the fix belongs in training/trainer.py (state/restore)",
-)
 def test_resume_with_dropout_is_exact(tmp_path):
     """The same stop and resume with a Dropout(0.5) layer: the weights after step 10 equal the
     uninterrupted run's only if the random state dropout uses is restored too."""

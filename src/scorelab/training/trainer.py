@@ -195,6 +195,11 @@ class Trainer:
         tensors: dict[str, Tensor] = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"ema/{k}": v for k, v in self.ema.state_dict().items()})
         tensors["rng/generator"] = self.generator.get_state()
+        # torch's own generators, which dropout draws from (every rank draws alike: seeded
+        # alike, the same layers on batches of the same shape)
+        tensors["rng/torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
         optim = flatten_state(self.optimizer.state_dict(), "optim", tensors)
         meta = {
             "config": self.config,
@@ -235,6 +240,10 @@ class Trainer:
         self.ema.load_state_dict(strip("ema/"))
         self.optimizer.load_state_dict(unflatten_state(meta["optimizer"], tensors))
         self.generator.set_state(tensors["rng/generator"])
+        if "rng/torch" in tensors:  # checkpoints written before it was kept have none
+            torch.set_rng_state(tensors["rng/torch"])
+        if "rng/cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
         self.step = int(meta["step"])
         trainer = meta["trainer"]
         self.bad_steps, self.window = int(trainer["bad_steps"]), list(trainer["window"])
