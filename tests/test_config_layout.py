@@ -26,11 +26,11 @@ V1 = Path(__file__).parent / "fixtures" / "v1"
 FAST = ["--steps", "3", "--n-data", "200", "--no-progress"]
 
 
-def test_a_new_run_stores_version_2_and_its_network_settings_only(tmp_path):
+def test_a_new_run_stores_version_3_and_its_network_settings_only(tmp_path):
     out = tmp_path / "r"
     assert main(["train", "--data", "ring", "--width", "16", *FAST, "--out", str(out)]) == 0
     stored = json.loads((out / "config.json").read_text())
-    assert stored["version"] == CONFIG_VERSION == 2
+    assert stored["version"] == CONFIG_VERSION == 3
     assert set(stored["model"]) == {"name", "dim", "width", "depth", "variance", "num_classes"}
     assert stored["model"]["width"] == 16
 
@@ -39,13 +39,13 @@ def test_layout_1_migrates_to_the_networks_own_fields():
     old = json.loads((V1 / "ring-vae" / "config.json").read_text())
     assert "version" not in old and {"channel_mult", "latent_dim", "width"} <= set(old["model"])
     cfg = RunConfig.from_dict(old)
-    assert isinstance(cfg.model, VAEConfig) and cfg.version == 2
+    assert isinstance(cfg.model, VAEConfig) and cfg.version == CONFIG_VERSION
     assert cfg.model.width == old["model"]["width"] and cfg.model.beta == old["model"]["beta"]
     new = migrate_stored(old)
     assert set(new["model"]) == {f for f in VAEConfig.__dataclass_fields__}
-    assert migrate_stored(new) == new  # layout 2 is left as it is
+    assert migrate_stored(new) == new  # the current layout is left as it is
     with pytest.raises(CheckpointError, match="a newer scorelab"):
-        RunConfig.from_dict({**new, "version": 3})
+        RunConfig.from_dict({**new, "version": CONFIG_VERSION + 1})
 
 
 def test_switching_the_network_keeps_the_shared_settings_and_refuses_foreign_ones():

@@ -67,6 +67,7 @@ def build_model(cfg: ModelConfig, schedule_T: int, *, time_span: float | None = 
             time_scale=1000 / span,
             out_channels=2 * cfg.in_channels if learned else None,
             num_classes=cfg.num_classes,
+            norm_group_size=cfg.norm_group_size,
         )
     out_dim = 2 * cfg.dim if learned else cfg.dim
     return MLP(

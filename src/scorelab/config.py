@@ -127,6 +127,15 @@ class UNetConfig:
         rule=POSITIVE_INTS,
     )
     dropout: float = setting(0.1, "--dropout", "U-Net dropout", rule=FRACTION)
+    norm_group_size: int = setting(
+        4,
+        "--norm-group-size",
+        "U-Net GroupNorm: at least this many channels per group, at most 32 groups (0: "
+        "gcd(32, channels) groups, which gives layers of 32 channels or fewer one channel per "
+        "group and erases their time embedding; U-Net runs stored before this setting load "
+        "with 0)",
+        rule=NONNEG_INT,
+    )
     variance: str = _variance()
     num_classes: int = 0  # as MLPConfig's
 
@@ -377,7 +386,7 @@ class TrainConfig:
 
 # config.json's layout: 1 (no "version" key) stored one flat model section with every
 # network's fields; 2 stores the network's own fields only
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -463,20 +472,28 @@ class RunConfig:
 def migrate_stored(d: dict[str, Any]) -> dict[str, Any]:
     """A stored config.json in the current layout (CONFIG_VERSION). Version 1 (no "version"
     key): the flat model section keeps its network's fields only, and a tsm run written before
-    the blend existed trained plain tsm."""
+    the blend existed trained plain tsm. Versions 1 and 2: a U-Net had gcd(32, channels)
+    GroupNorm groups (model.norm_group_size 0)."""
     version = d.get("version", 1)
     if not isinstance(version, int) or version > CONFIG_VERSION:
         raise CheckpointError(
             f"the run config has layout version {version!r}; this scorelab reads up to "
             f"{CONFIG_VERSION} (a newer scorelab wrote it?)"
         )
+    model = d.get("model")
+    if version < 3 and isinstance(model, dict) and "norm_group_size" not in model:
+        # layout 2 and before: the U-Net's GroupNorm had gcd(32, channels) groups
+        d = {
+            **d,
+            "model": {**model, "norm_group_size": 0} if model.get("name") == "unet" else model,
+        }
     if version == 1:
-        d = {**d, "version": CONFIG_VERSION}
+        d = {**d}
         if isinstance(d.get("model"), dict):
             d["model"] = dataclasses.asdict(model_config(d["model"], strict=False))
         if isinstance(d.get("score"), dict) and "tsm_blend" not in d["score"]:
             d["score"] = {**d["score"], "tsm_blend": "none"}
-    return d
+    return {**d, "version": CONFIG_VERSION}
 
 
 def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

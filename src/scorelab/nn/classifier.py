@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from scorelab.nn.embedding import TimeEmbedding
-from scorelab.nn.unet import ResBlock, group_norm
+from scorelab.nn.unet import NORM_GROUP_SIZE, ResBlock, group_norm
 
 
 class EncoderClassifier(nn.Module):
@@ -21,6 +21,7 @@ class EncoderClassifier(nn.Module):
         channel_mult: tuple[int, ...] = (1, 2),
         res_blocks: int = 1,
         time_scale: float = 1.0,
+        norm_group_size: int = NORM_GROUP_SIZE,
     ) -> None:
         super().__init__()
         if classes < 2:
@@ -34,12 +35,12 @@ class EncoderClassifier(nn.Module):
         c = channels
         for level, mult in enumerate(channel_mult):
             for _ in range(res_blocks):
-                layers.append(ResBlock(c, channels * mult, temb, 0.0))
+                layers.append(ResBlock(c, channels * mult, temb, 0.0, norm_group_size))
                 c = channels * mult
             if level < len(channel_mult) - 1:
                 layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
         self.blocks = nn.ModuleList(layers)
-        self.head = nn.Sequential(group_norm(c), nn.SiLU())
+        self.head = nn.Sequential(group_norm(c, norm_group_size), nn.SiLU())
         self.out = nn.Linear(c, classes)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:

@@ -16,18 +16,37 @@ from torch import Tensor, nn
 
 from scorelab.nn.embedding import LabelEmbedding, TimeEmbedding
 
+NORM_GROUP_SIZE = 4  # channels per GroupNorm group at least: DDPM's 32 groups of 128
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    # 32 groups as in DDPM when the width allows it; fewer for the narrow nets of tests
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+def norm_groups(channels: int, group_size: int = NORM_GROUP_SIZE) -> int:
+    """How many GroupNorm groups: at most 32 (DDPM), each of at least group_size channels.
+
+    A group of one channel erases what ResBlock adds to that channel just before its second
+    norm, the time (and label) embedding, so a net of 32 channels or fewer would ignore t.
+    group_size 0 gives gcd(32, channels) groups, the rule of U-Net runs stored before
+    model.norm_group_size existed (config layout 2), so that they load unchanged.
+    """
+    if group_size <= 0:
+        return math.gcd(32, channels)
+    fits = [g for g in range(1, 33) if channels % g == 0 and channels // g >= group_size]
+    return max(fits, default=1)
+
+
+def group_norm(channels: int, group_size: int = NORM_GROUP_SIZE) -> nn.GroupNorm:
+    return nn.GroupNorm(norm_groups(channels, group_size), channels)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, temb: int, dropout: float) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, temb: int, dropout: float, group_size: int = NORM_GROUP_SIZE
+    ) -> None:
         super().__init__()
-        self.norm1, self.conv1 = group_norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm1 = group_norm(c_in, group_size)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.temb = nn.Linear(temb, c_out)
-        self.norm2, self.conv2 = group_norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2 = group_norm(c_out, group_size)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.act = nn.SiLU()
@@ -42,9 +61,9 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Single-head self-attention over the H*W positions, residual."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, group_size: int = NORM_GROUP_SIZE) -> None:
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, group_size)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
 
@@ -72,6 +91,7 @@ class UNet(nn.Module):
         time_scale: float = 1.0,
         out_channels: int | None = None,
         num_classes: int = 0,
+        norm_group_size: int = NORM_GROUP_SIZE,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
@@ -84,7 +104,7 @@ class UNet(nn.Module):
             )
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        temb = 4 * channels
+        temb, g = 4 * channels, norm_group_size
         self.time = nn.Sequential(
             TimeEmbedding(channels, time_scale), nn.SiLU(), nn.Linear(channels, temb)
         )
@@ -94,10 +114,10 @@ class UNet(nn.Module):
         widths, c, res = [channels], channels, image_size
         for level, mult in enumerate(channel_mult):
             for _ in range(res_blocks):
-                block = nn.ModuleList([ResBlock(c, channels * mult, temb, dropout)])
+                block = nn.ModuleList([ResBlock(c, channels * mult, temb, dropout, g)])
                 c = channels * mult
                 if res in attn_resolutions:
-                    block.append(Attention(c))
+                    block.append(Attention(c, g))
                 self.down.append(block)
                 widths.append(c)
             if level < levels - 1:
@@ -105,15 +125,16 @@ class UNet(nn.Module):
                 widths.append(c)
                 res //= 2
         self.mid = nn.ModuleList(
-            [ResBlock(c, c, temb, dropout), Attention(c), ResBlock(c, c, temb, dropout)]
+            [ResBlock(c, c, temb, dropout, g), Attention(c, g), ResBlock(c, c, temb, dropout, g)]
         )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(res_blocks + 1):
-                block = nn.ModuleList([ResBlock(c + widths.pop(), channels * mult, temb, dropout)])
+                skip = widths.pop()
+                block = nn.ModuleList([ResBlock(c + skip, channels * mult, temb, dropout, g)])
                 c = channels * mult
                 if res in attn_resolutions:
-                    block.append(Attention(c))
+                    block.append(Attention(c, g))
                 self.up.append(block)
             if level > 0:
                 self.up.append(
@@ -123,7 +144,9 @@ class UNet(nn.Module):
                 )
                 res *= 2
         out_channels = in_channels if out_channels is None else out_channels
-        self.out = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1))
+        self.out = nn.Sequential(
+            group_norm(c, g), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1)
+        )
         # start as the zero function, as DDPM does: the first losses are those of predicting 0
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)

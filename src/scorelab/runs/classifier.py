@@ -72,6 +72,7 @@ class ClassifierNetConfig:
     latent_dim: int = 0
     decoder: str = ""
     beta: float = 1.0
+    norm_group_size: int = 4  # the U-Net encoder's (nn/unet.py: norm_groups)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class ClassifierConfig:
                 "schedule": ScheduleConfig,
                 "train": TrainConfig,
             }
+            model = d.get("model")
+            if isinstance(model, dict) and "norm_group_size" not in model:
+                d = {**d, "model": {**model, "norm_group_size": 0}}  # stored before it existed
             return cls(**{k: nested[k](**v) if k in nested else v for k, v in d.items()})
         except TypeError as e:
             raise CheckpointError(f"the stored classifier config is not readable: {e}") from None
@@ -115,6 +119,7 @@ def build_classifier(cfg: ClassifierConfig) -> nn.Module:
             tuple(m.channel_mult),
             m.res_blocks,
             time_scale=1000 / span,
+            norm_group_size=m.norm_group_size,
         )
     if m.name != "mlp":
         raise ScorelabError(f"unknown classifier model {m.name!r}; choose mlp or unet")
