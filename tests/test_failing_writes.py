@@ -262,3 +262,55 @@ def test_under_two_ranks_a_failed_write_stops_every_rank(tmp_path):
         "(its message says why)"
     )
     assert _temporary_files(run) == [] and read_checkpoint(ckpt)[1]["step"] == 4
+
+
+@contextlib.contextmanager
+def _small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real, tiny file system (tmpfs) mounted at where; skips the test where this process
+    may not mount one (not root, or a container without CAP_SYS_ADMIN)."""
+    import shutil
+    import subprocess
+
+    where.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_really_full_disk_stops_the_run_and_keeps_the_last_checkpoint(
+    tmp_path, capsys, uninterrupted
+):
+    """The kernel's own ENOSPC: the run directory on a 64 KiB tmpfs holds one checkpoint (33 KB)
+    but not a second beside it, so the save at step 8 fails inside safetensors' write. One
+    line, exit 2; the step-4 checkpoint is intact and the space of the temporary file is given
+    back (a second try would find the disk as before); copied elsewhere, it resumes to the
+    uninterrupted run's losses."""
+    import shutil
+
+    with _small_tmpfs(tmp_path / "disk", "64k") as disk:
+        run = disk / "run"
+        capsys.readouterr()
+        assert main(["train", *RING, "--out", str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        ckpt = run / CHECKPOINT
+        assert err == (
+            f"scorelab train: error: training stopped at step 8: could not write its checkpoint "
+            f"(No space left on device, ENOSPC); the last checkpoint, {ckpt} (step 4), is "
+            "intact; resume from it once the cause is fixed"
+        ), err
+        assert _temporary_files(run) == []
+        assert read_checkpoint(ckpt)[1]["step"] == 4
+        assert load_run(run).step == 4
+        # the failed temporary file's space is free again (the write had filled the disk)
+        assert shutil.disk_usage(disk).free >= 12 * 1024, shutil.disk_usage(disk)
+        copy = tmp_path / "copy"
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns(".lock"))
+    assert main(["train", "--out", str(copy), "--resume", "--no-progress"]) == 0
+    assert _losses(copy) == _losses(uninterrupted)
