@@ -35,7 +35,13 @@ SRC = "src/scorelab"
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "processes": (
         [f"{SRC}/processes/ddpm.py", f"{SRC}/processes/schedules.py", f"{SRC}/processes/sde.py"],
-        ["tests/test_ddpm.py", "tests/test_schedules.py", "tests/test_sde.py", "tests/test_vlb.py"],
+        [
+            "tests/test_ddpm.py",
+            "tests/test_schedules.py",
+            "tests/test_sde.py",
+            "tests/test_vlb.py",
+            "tests/test_samplers.py",
+        ],
     ),  # fmt: skip
     "parameterization": (
         [f"{SRC}/processes/parameterization.py"],
@@ -80,7 +86,35 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 # mutant name -> why no test can tell it from the original
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "scorelab.processes.ddpm.x__approx_std_normal_cdf__mutmut_4": (
+        "the added 0.5 cancels in upper - lower (the ends use log_ndtr): last-bit rounding only"
+    ),
+    "scorelab.processes.ddpm.x_discretized_gaussian_log_likelihood__mutmut_16": (
+        "upper is only used where x <= 1 - h; above it the last where takes the upper tail"
+    ),
+    "scorelab.processes.ddpm.x_discretized_gaussian_log_likelihood__mutmut_17": (
+        "upper is only used where x <= 1 - h; above it the last where takes the upper tail"
+    ),
+    "scorelab.processes.ddpm.x_discretized_gaussian_log_likelihood__mutmut_31": (
+        "lower is only used where x >= -1 + h; below it the where takes the lower tail"
+    ),
+    "scorelab.processes.ddpm.x_discretized_gaussian_log_likelihood__mutmut_33": (
+        "lower is only used where x >= -1 + h; below it the where takes the lower tail"
+    ),
+    "scorelab.processes.ddpm.x_reverse_log_variance__mutmut_25": (
+        "t_next is used only where s <= 0; 2t + s = 2t - s at s = 0 (s < 0 is outside [0, T])"
+    ),
+    "scorelab.processes.ddpm.x_reverse_log_variance__mutmut_49": (
+        "drops the kind 'beta_tilde', which is posterior_variance's default"
+    ),
+    "scorelab.processes.ddpm.x_reverse_log_variance__mutmut_59": (
+        "drops the kind 'beta_tilde', which is posterior_variance's default"
+    ),
+    "scorelab.processes.ddpm.x_vlb_term__mutmut_17": (
+        "append_dims of a tensor that has x_t.ndim dims already is a reshape to its own shape"
+    ),
+}
 
 
 def _config(files: list[str], tests: list[str]) -> str:

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scorelab.errors import ScorelabError
 from scorelab.processes import (
     make_schedule,
     p_mean_variance,
@@ -258,3 +259,108 @@ def test_true_reverse_variance_is_beta_for_standard_normal_data(t, generator):
         slope, slope_se, resid = _regress(x_prev, x_t)
         assert abs(resid - expected) < 5 * expected * math.sqrt(2 / n), (resid, expected)
     assert abs(slope - c_t) < 5 * slope_se, (slope, c_t, slope_se)
+
+
+def test_q_step_mean_is_sqrt_one_minus_beta_times_x_prev():
+    """The one-step kernel's mean scales x_{t-1} (values other than 1, so that a mean divided
+    by x_{t-1} is seen); the variance does not depend on it. DDPM's betas at T = 100."""
+    T = 100
+    s = make_schedule("linear", T=T)
+    betas = torch.tensor(_ddpm_linear_betas(T), dtype=torch.float64)
+    t = torch.arange(1, T + 1, dtype=torch.float64)
+    x_prev = torch.tensor([-2.0, 0.5, 3.0], dtype=torch.float64).repeat(T, 1)
+    step = q_step(s, x_prev, t)
+    torch.testing.assert_close(step.mean, (1 - betas).sqrt()[:, None] * x_prev)
+    torch.testing.assert_close(step.var, betas[:, None].expand(T, 3))
+
+
+def test_q_sample_draws_its_noise_from_the_generator():
+    """With a generator, x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) z with z the
+    generator's next normal draws (the same seed gives the same z), not the global RNG's."""
+    T = 100
+    s = make_schedule("linear", T=T)
+    ab = _alpha_bars(_ddpm_linear_betas(T))
+    x0 = torch.tensor([[0.3, -1.2], [2.0, 0.1], [-0.7, 0.9]], dtype=torch.float64)
+    t = torch.tensor([5.0, 40.0, 100.0], dtype=torch.float64)
+    z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    a = torch.tensor([ab[5], ab[40], ab[100]], dtype=torch.float64)[:, None]
+    got = q_sample(s, x0, t, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(got, a.sqrt() * x0 + (1 - a).sqrt() * z)
+
+
+def test_outputs_take_the_dtype_of_x_not_of_t(generator):
+    """float32 states with float64 times (as a float64 time grid gives): every forward and
+    posterior quantity is float32 and equals the float64 closed form (from the running product
+    of DDPM's betas) to float32 precision."""
+    T = 100
+    s = make_schedule("linear", T=T)
+    ab = _alpha_bars(_ddpm_linear_betas(T))
+    t = torch.tensor([10.0, 50.0], dtype=torch.float64)
+    x0 = torch.randn(2, 3, generator=generator)
+    eps = torch.randn(2, 3, generator=generator)
+    a_t = torch.tensor([ab[10], ab[50]], dtype=torch.float64)[:, None]
+    a_s = torch.tensor([ab[9], ab[49]], dtype=torch.float64)[:, None]
+    x_t = q_sample(s, x0, t, eps)
+    beta, x0d, epsd = 1 - a_t / a_s, x0.double(), eps.double()
+    x_t_ref = a_t.sqrt() * x0d + (1 - a_t).sqrt() * epsd
+    mean_ref = (a_s.sqrt() * beta * x0d + (1 - beta).sqrt() * (1 - a_s) * x_t_ref) / (1 - a_t)
+    var_ref = ((1 - a_s) / (1 - a_t) * beta).expand(2, 3)
+    step = p_mean_variance(lambda x, tt: eps, x_t, t, s)
+    marginal, post = q_marginal(s, x0, t), q_posterior(s, x0, x_t, t)
+    pairs = [
+        (x_t, x_t_ref),
+        (marginal.mean, a_t.sqrt() * x0d),
+        (marginal.var, (1 - a_t).expand(2, 3)),
+        (post.mean, mean_ref),
+        (post.var, var_ref),
+        (q_posterior_mean_eps(s, x_t, eps, t), mean_ref),
+        (step.mean, mean_ref),
+        (step.var, var_ref),
+        (step.x0, x0d),
+    ]
+    for got, ref in pairs:
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, ref.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_respaced_reverse_step_with_true_eps_is_the_posterior_to_s(generator):
+    """p(x_s | x_t) for s = t - 7 (a respaced grid) with the true eps: the mean is q's
+    posterior mean to s, sqrt(ab_s) beta_{t|s} / (1 - ab_t) x_0 + sqrt(alpha_{t|s}) (1 - ab_s)
+    / (1 - ab_t) x_t, the x_0 prediction is x_0, the variance is beta_tilde_{t|s}, beta_{t|s},
+    or for a learned v = 0.3, exp(0.3 log beta_{t|s} + 0.7 log beta_tilde_{t|s}); written out
+    from the running product of DDPM's betas, not read from the code's t - 1 default."""
+    T = 100
+    s = make_schedule("linear", T=T)
+    ab = _alpha_bars(_ddpm_linear_betas(T))
+    times = [20, 55, 90]
+    t = torch.tensor(times, dtype=torch.float64)
+    prev = t - 7
+    a_t = torch.tensor([ab[i] for i in times], dtype=torch.float64)[:, None]
+    a_s = torch.tensor([ab[i - 7] for i in times], dtype=torch.float64)[:, None]
+    beta = 1 - a_t / a_s
+    tilde = (1 - a_s) / (1 - a_t) * beta
+    x0 = torch.randn(3, 2, generator=generator, dtype=torch.float64)
+    eps = torch.randn(3, 2, generator=generator, dtype=torch.float64)
+    x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+    mean = (a_s.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_s) * x_t) / (1 - a_t)
+    torch.testing.assert_close(q_posterior_mean_eps(s, x_t, eps, t, prev), mean)
+    eps_fn = lambda x, tt: eps  # noqa: E731
+    learned = lambda x, tt: torch.full_like(x, 0.3)  # noqa: E731
+    for variance, var in (
+        ("beta_tilde", tilde),
+        ("beta", beta),
+        (learned, torch.exp(0.3 * beta.log() + 0.7 * tilde.log())),
+    ):
+        step = p_mean_variance(eps_fn, x_t, t, s, prev, variance=variance)
+        torch.testing.assert_close(step.mean, mean)
+        torch.testing.assert_close(step.var, var.expand(3, 2))
+        torch.testing.assert_close(step.x0, x0)
+
+
+def test_unknown_posterior_variance_names_the_choices():
+    s = make_schedule("linear", T=10)
+    t = torch.tensor([3.0])
+    with pytest.raises(
+        ScorelabError, match=r"^unknown variance 'big'; choose one of: beta, beta_tilde$"
+    ):
+        posterior_variance(s, t, kind="big")

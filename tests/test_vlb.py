@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.distributions import Normal, kl_divergence
 
+from scorelab.errors import ScorelabError
 from scorelab.likelihood import bits_per_dim, vlb
 from scorelab.oracle import GaussianMixture
 from scorelab.processes import make_schedule, p_mean_variance
@@ -65,8 +66,9 @@ def test_prior_kl_is_l_t_formula(generator):
     formula = 0.5 * (ab * x0**2 + (1 - ab) - 1 - torch.log(1 - ab)).sum(1)
     one = torch.ones_like(x0)
     ref = kl_divergence(Normal(ab.sqrt() * x0, (1 - ab).sqrt() * one), Normal(0 * one, one)).sum(1)
-    assert torch.allclose(prior_kl(sched, x0), formula, rtol=1e-10)
-    assert torch.allclose(prior_kl(sched, x0), ref, rtol=1e-8)
+    # atol=0: L_T is about 1e-5 here, below allclose's default absolute tolerance
+    torch.testing.assert_close(prior_kl(sched, x0), formula, rtol=1e-10, atol=0)
+    torch.testing.assert_close(prior_kl(sched, x0), ref, rtol=1e-8, atol=0)
 
 
 def test_reverse_log_variance_against_the_betas():
@@ -203,3 +205,138 @@ def test_split_learned_variance_shares_one_network_call():
         + 0.5 * reverse_log_variance(sched, t, variance="beta_tilde")
     ).exp()
     assert torch.allclose(step.var, expected[:, None].expand_as(x).float())
+
+
+def _phi(z: float) -> float:
+    """The standard normal CDF in Python floats; erfc keeps the lower tail's relative accuracy."""
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def test_discretized_decoder_far_in_the_tails_float64():
+    """log P where the probabilities are tiny, against the normal CDF from math.erfc: the edge
+    bins x = -1 and x = 1 with the mean 30 standard deviations away (log Phi(-30) = -454.3,
+    which a CDF difference 1 - Phi(30) cannot reach: it rounds to 0), and an interior bin of
+    probability 1.2e-13 (below a 1e-12 floor, which must not apply in float64)."""
+    h, std = 1 / 255, 0.05
+    as64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    x = as64([-1.0, 1.0])
+    mean = as64([-1 + h + 30 * std, 1 - h - 30 * std])
+    got = discretized_gaussian_log_likelihood(x, mean, torch.full_like(x, std**2))
+    expected = math.log(_phi(-30.0))
+    torch.testing.assert_close(got, as64([expected, expected]), rtol=1e-9, atol=0)
+    x_mid = 35 / 127.5 - 1
+    p = _phi((x_mid + h) / 0.1) - _phi((x_mid - h) / 0.1)
+    assert 1e-13 < p < 1e-12
+    got = discretized_gaussian_log_likelihood(as64([x_mid]), as64([0.0]), as64([0.01]))
+    assert float(got) == pytest.approx(math.log(p), abs=1e-2)  # 1%: erf's rounding near -1
+
+
+def test_discretized_decoder_between_grid_values_uses_the_unextended_bin():
+    """Only the outermost values -1 and 1 own a half-line; x = 1 - h and x = -1 + h (midpoints
+    between the two outer grid values) have the bin [x - h, x + h]."""
+    h, mean, std = 1 / 255, 0.3, 0.5
+    x = torch.tensor([1 - h, -1 + h], dtype=torch.float64)
+    got = discretized_gaussian_log_likelihood(
+        x, torch.full_like(x, mean), torch.full_like(x, std**2)
+    )
+    expected = [math.log(_phi((v + h - mean) / std) - _phi((v - h - mean) / std)) for v in x]
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_discretized_decoder_float32_is_finite_and_accurate():
+    """float32 on all 256 values with a narrow Gaussian: the bins far from the mean (whose CDF
+    difference is 0 in float32) still have a finite log-probability, and the likely bins
+    (P > 1e-3) match the CDF differences from math.erfc to float32 precision."""
+    bins = torch.arange(256, dtype=torch.float32) / 127.5 - 1
+    mean, std, h = 0.1, 0.05, 1 / 255
+    got = discretized_gaussian_log_likelihood(
+        bins, torch.full_like(bins, mean), torch.full_like(bins, std**2)
+    )
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    ref = [_phi((v + h - mean) / std) - _phi((v - h - mean) / std) for v in bins.double().tolist()]
+    ref = torch.tensor(ref, dtype=torch.float64)
+    likely = ref > 1e-3
+    assert int(likely.sum()) >= 5
+    torch.testing.assert_close(got[likely].double(), ref[likely].log(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("decoder", ["gaussian", "discretized"])
+def test_vlb_term_at_t_one_is_the_decoder_nll(decoder, generator):
+    """L_0 = -log p(x_0 | x_1) summed over dimensions, for 8-bit data on the grid of [-1, 1]:
+    the reverse mean (x_1 - sqrt(beta_1) eps_model) / sqrt(1 - beta_1) written out with
+    beta_1 from the betas, Sigma = 0.01, and the density of N(mean, 0.01) at x_0
+    ("gaussian") or its mass on x_0's bin, the edge bins extended to infinity
+    ("discretized"), from math.erfc."""
+    sched = make_schedule("linear", T=10)
+    beta1 = float(sched.betas[0])
+    x0 = torch.randint(0, 256, (4, 3), generator=generator).double() / 127.5 - 1
+    x0[0, 0], x0[1, 1] = -1.0, 1.0  # both edge bins
+    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    eps_model = eps + 0.02 * torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    x_t = math.sqrt(1 - beta1) * x0 + math.sqrt(beta1) * eps
+    mean = (x_t - math.sqrt(beta1) * eps_model) / math.sqrt(1 - beta1)
+    t = torch.ones(4, dtype=torch.float64)
+    log_var = torch.full((4,), math.log(0.01), dtype=torch.float64)
+    got = vlb_term(eps_model, x0, x_t, t, sched, log_var=log_var, decoder=decoder)
+    if decoder == "gaussian":
+        ref = -Normal(mean, 0.1).log_prob(x0).sum(1)
+    else:
+        h, nll = 1 / 255, []
+        for xs, ms in zip(x0.tolist(), mean.tolist(), strict=True):
+            total = 0.0
+            for x, m in zip(xs, ms, strict=True):
+                hi = 1.0 if x > 1 - h / 2 else _phi((x + h - m) / 0.1)
+                lo = 0.0 if x < -1 + h / 2 else _phi((x - h - m) / 0.1)
+                total -= math.log(hi - lo)
+            nll.append(total)
+        ref = torch.tensor(nll, dtype=torch.float64)
+    torch.testing.assert_close(got, ref, rtol=1e-7, atol=1e-9)
+
+
+def test_vlb_term_is_in_the_dtype_of_x_with_a_float64_log_variance(generator):
+    """float32 data with the float64 log-variance that reverse_log_variance returns: the term is
+    float32 and equals the float64 computation to float32 precision."""
+    sched = make_schedule("linear", T=10)
+    x0 = torch.randn(3, 2, generator=generator)
+    eps = torch.randn(3, 2, generator=generator)
+    t = torch.tensor([1.0, 4.0, 9.0])
+    ab = sched.alpha_bar(t.double())[:, None].float()
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    log_var = reverse_log_variance(sched, t.double(), variance="beta")
+    got = vlb_term(eps, x0, x_t, t, sched, log_var=log_var)
+    ref = vlb_term(eps.double(), x0.double(), x_t.double(), t.double(), sched, log_var=log_var)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_reverse_log_variance_defaults_dtype_and_errors():
+    """The default is beta_tilde; a learned float32 v gives a float32 log-variance (the float64
+    table cast to v's dtype); unknown names of a variance or a decoder list the choices."""
+    sched = make_schedule("cosine", T=20)
+    t = torch.arange(1, 21, dtype=torch.float64)
+    tilde = reverse_log_variance(sched, t, variance="beta_tilde")
+    torch.testing.assert_close(reverse_log_variance(sched, t), tilde)
+    beta = reverse_log_variance(sched, t, variance="beta")
+    v = torch.rand(20, 3, generator=torch.Generator().manual_seed(0))
+    got = reverse_log_variance(sched, t, v=v)
+    assert got.dtype == torch.float32
+    ref = v.double() * beta[:, None] + (1 - v.double()) * tilde[:, None]
+    torch.testing.assert_close(got, ref.float())
+    with pytest.raises(
+        ScorelabError, match=r"^unknown variance 'big'; choose one of: beta, beta_tilde$"
+    ):
+        reverse_log_variance(sched, t, variance="big")
+    x = torch.zeros(20, 2, dtype=torch.float64)
+    with pytest.raises(
+        ScorelabError, match=r"^unknown decoder 'big'; choose one of: gaussian, discretized$"
+    ):
+        vlb_term(x, x, x, t, sched, log_var=tilde, decoder="big")
+
+
+def test_prior_kl_follows_the_device_of_x0():
+    """On the meta device (a device other than the CPU that needs no accelerator) L_T is
+    computed there: its times are made on x0's device, not on the default one."""
+    sched = make_schedule("linear", T=10)
+    x0 = torch.zeros(3, 2, device="meta")
+    out = prior_kl(sched, x0)
+    assert out.device.type == "meta" and out.shape == (3,)
