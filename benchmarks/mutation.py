@@ -114,6 +114,18 @@ EQUIVALENT: dict[str, str] = {
     "scorelab.processes.ddpm.x_vlb_term__mutmut_17": (
         "append_dims of a tensor that has x_t.ndim dims already is a reshape to its own shape"
     ),
+    "scorelab.processes.schedules.x__cosine__mutmut_2": (
+        "a default of the private _cosine; make_schedule clamps every beta to 0.999 after it"
+    ),
+    "scorelab.processes.schedules.x__cosine__mutmut_23": (
+        "alpha_bar scaled by a constant: the ratios, hence the betas, are unchanged (rounding)"
+    ),
+    "scorelab.processes.schedules.x__cosine__mutmut_24": (
+        "alpha_bar scaled by a constant: the ratios, hence the betas, are unchanged (rounding)"
+    ),
+    "scorelab.processes.schedules.xǁDiscreteScheduleǁlog_alpha_bar__mutmut_14": (
+        "t - floor(t) and 1 - frac are exact in t's dtype (for t < 1, 1 - frac multiplies 0)"
+    ),
 }
 
 
