@@ -1,4 +1,5 @@
-"""Data: built-in 2-D distributions, .npy arrays and images; DATASETS names the built-in ones."""
+"""Data: built-in 2-D distributions, .npy arrays and images (digits, IDX files such as
+Fashion-MNIST, folders, .npy); DATASETS names the built-in 2-D ones."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import torch
 from torch import Tensor
 
 from scorelab.data.arrays import check_array, load_labels, load_npy
-from scorelab.data.images import IMAGE_DATASETS, ImageSet, is_image_source, load_images
+from scorelab.data.images import (
+    IMAGE_DATASET_NAMES,
+    IMAGE_DATASETS,
+    ImageSet,
+    is_image_source,
+    load_images,
+    load_test_split,
+)
 from scorelab.data.normalize import Normalizer
 from scorelab.data.toy import TOY_DATASETS, TOY_LABELS
 from scorelab.errors import DataError
@@ -25,7 +33,7 @@ def load_dataset(name: str, n: int = 20_000, *, seed: int = 0) -> Tensor:
     if name.endswith(".npy") or Path(name).suffix:
         return load_npy(name)
     raise DataError(
-        f"unknown dataset {name!r}; choose one of: {', '.join([*DATASETS, *IMAGE_DATASETS])}, "
+        f"unknown dataset {name!r}; choose one of: {', '.join([*DATASETS, *IMAGE_DATASET_NAMES])}, "
         "a folder of images or a path to a .npy file"
     )
 
@@ -45,6 +53,7 @@ def load_dataset_labels(
 __all__ = [
     "DATASETS",
     "IMAGE_DATASETS",
+    "IMAGE_DATASET_NAMES",
     "ImageSet",
     "Normalizer",
     "check_array",
@@ -53,5 +62,6 @@ __all__ = [
     "load_dataset_labels",
     "load_labels",
     "load_images",
+    "load_test_split",
     "load_npy",
 ]

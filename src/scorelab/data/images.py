@@ -1,4 +1,5 @@
-"""Image data: scikit-learn's 8x8 digits, folders of PNG/JPEG files, uint8 .npy arrays.
+"""Image data: scikit-learn's 8x8 digits, Fashion-MNIST and other IDX files (data/idx.py),
+folders of PNG/JPEG files, uint8 .npy arrays.
 
 Every loader returns an ImageSet: x of shape (N, C, S, S), float32, grey levels mapped
 linearly onto [-1, 1] (0 -> -1, the maximum level -> 1), and integer labels when the source
@@ -8,6 +9,7 @@ data sets this is for are small, and a tensor index is far faster than a Python 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scorelab.data.idx import (
+    IDX_DATASETS,
+    is_idx_images,
+    labels_path_for,
+    official_test_file,
+    read_idx_images,
+    read_idx_labels,
+    split_images_file,
+)
 from scorelab.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -34,6 +45,7 @@ class ImageSet:
     labels: Tensor | None = None
     classes: tuple[str, ...] = ()
     note: str = ""
+    split: str = ""  # a named data set's official split ("train", "test"); "" for others
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -185,15 +197,55 @@ def load_image_npy(path: str | Path, image_size: int | None = None) -> ImageSet:
     return ImageSet(to_unit_range(x.contiguous(), 255.0), note=f"{len(arr)} images from {path}")
 
 
+def load_idx(
+    path: str | Path, image_size: int | None = None, *, classes: tuple[str, ...] = ()
+) -> ImageSet:
+    """An IDX images file (N, H, W) and the labels file beside it (X-labels-idx1-ubyte), read
+    as one uint8 tensor and mapped onto [-1, 1]; classes default to the label numbers."""
+    path = Path(path)
+    x = read_idx_images(path)
+    labels_path = labels_path_for(path)
+    labels = read_idx_labels(labels_path)
+    if labels.shape[0] != x.shape[0]:
+        raise DataError(f"{labels_path}: {labels.shape[0]} labels for the {x.shape[0]} images")
+    n, _, h, w = x.shape
+    if h != w:
+        raise DataError(
+            f"{path}: images are {w}x{h}, not square (scorelab's image models take square images)"
+        )
+    if not classes:
+        classes = tuple(str(i) for i in range(int(labels.max()) + 1))
+    x = to_unit_range(x, 255.0)
+    if image_size is not None and image_size != h:
+        x = _resize_tensor(x, image_size)
+    return ImageSet(x, labels, classes, f"{n} images from {path}, labels from {labels_path.name}")
+
+
+def load_idx_dataset(
+    name: str,
+    split: str = "train",
+    image_size: int | None = None,
+    *,
+    data_dir: str | Path | None = None,
+) -> ImageSet:
+    """A split ("train" or "test") of a named IDX data set, found by idx.find_dataset_dir."""
+    path = split_images_file(name, split, data_dir)
+    s = load_idx(path, image_size, classes=IDX_DATASETS[name].classes)
+    return dataclasses.replace(s, note=f"{name} {split} split: {s.note}", split=split)
+
+
 IMAGE_DATASETS: dict[str, Callable[..., ImageSet]] = {"digits": digits}
+# named image sets: the built-in ones and the IDX data sets (found on disk, --data-dir)
+IMAGE_DATASET_NAMES = (*IMAGE_DATASETS, *IDX_DATASETS)
 
 
 def is_image_source(name: str) -> bool:
-    """Whether --data names image data: a built-in image set, a folder, or a uint8 3/4-D .npy."""
-    if name in IMAGE_DATASETS:
+    """Whether --data names image data: a named image set, a folder, an IDX images file, or a
+    uint8 3/4-D .npy."""
+    if name in IMAGE_DATASET_NAMES:
         return True
     path = Path(name)
-    if path.is_dir():
+    if path.is_dir() or is_idx_images(path):
         return True
     if path.suffix.lower() == ".npy" and path.is_file():
         try:
@@ -204,20 +256,41 @@ def is_image_source(name: str) -> bool:
     return False
 
 
-def load_images(name: str, image_size: int | None = None) -> ImageSet:
-    """A built-in image set by name, a folder of images, or a uint8 .npy file."""
+def load_images(
+    name: str, image_size: int | None = None, *, data_dir: str | None = None
+) -> ImageSet:
+    """A named image set (an IDX one's train split, looked for in data_dir first), a folder of
+    images, an IDX images file or a uint8 .npy file."""
     if image_size is not None and image_size < 1:
         raise DataError(f"--image-size must be >= 1, got {image_size}")
+    if name in IDX_DATASETS:
+        return load_idx_dataset(name, "train", image_size, data_dir=data_dir)
     if name in IMAGE_DATASETS:
         return IMAGE_DATASETS[name](image_size)
     if Path(name).is_dir():
         return load_folder(name, image_size)
+    if is_idx_images(Path(name)):
+        return load_idx(name, image_size)
     if Path(name).suffix.lower() == ".npy":
         return load_image_npy(name, image_size)
     raise DataError(
-        f"{name!r} is not image data: use {', '.join(IMAGE_DATASETS)}, a folder of images or a "
-        "uint8 .npy file"
+        f"{name!r} is not image data: use {', '.join(IMAGE_DATASET_NAMES)}, a folder of images, "
+        "an IDX images file or a uint8 .npy file"
     )
+
+
+def load_test_split(
+    name: str, image_size: int | None = None, *, data_dir: str | None = None
+) -> ImageSet | None:
+    """The official test split of image data that has one, held out from training: an IDX
+    data set's t10k files, or the t10k file beside a train-images IDX file; else None."""
+    if name in IDX_DATASETS:
+        return load_idx_dataset(name, "test", image_size, data_dir=data_dir)
+    path = Path(name)
+    test = official_test_file(path) if is_idx_images(path) else None
+    if test is None:
+        return None
+    return dataclasses.replace(load_idx(test, image_size), split="test")
 
 
 def random_hflip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
