@@ -209,8 +209,9 @@ def sample_shape(cfg: ModelConfig, n: int) -> tuple[int, ...]:
 
 
 def build_image_data(cfg: RunConfig) -> ImageSet:
-    """The training images (N, C, S, S) in [-1, 1] with their labels, if any."""
-    return load_images(cfg.data, cfg.image_size)
+    """The training images (N, C, S, S) in [-1, 1] with their labels, if any (a named data
+    set with official splits: its train split)."""
+    return load_images(cfg.data, cfg.image_size, data_dir=cfg.data_dir)
 
 
 def check_image_model(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> ModelConfig:

@@ -394,8 +394,9 @@ class RunConfig:
     data: str | None = setting(
         "ring",
         "--data",
-        "built-in dataset name (ring, swissroll, moons, checkerboard; digits: images), a path "
-        "to an (N, d) float .npy file, a folder of images or a uint8 image .npy",
+        "built-in dataset name (ring, swissroll, moons, checkerboard; digits, fashion-mnist: "
+        "images), a path to an (N, d) float .npy file, a folder of images, an IDX images file "
+        "(MNIST-style, its labels file beside it) or a uint8 image .npy",
         show_default=False,
     )
     n_data: int = setting(
@@ -439,6 +440,17 @@ class RunConfig:
         "integer class labels (N,) in a .npy beside an .npy --data (ring, digits and folders "
         "with class sub-folders carry their own)",
     )
+    data_dir: str | None = setting(
+        None,
+        "--data-dir",
+        "the folder of named image data sets (fashion-mnist: a fashion-mnist/ folder in it, or "
+        "its four IDX files directly); default: $SCORELAB_DATA_DIR, then "
+        "/usr/share/datasets/fashion-mnist (sudo apt-get install dataset-fashion-mnist)",
+        show_default=False,
+    )
+    # a data set with official splits: the one the run trained on ("train"; eval --metrics
+    # holds out the test split); set from the data when the run starts, None for other data
+    data_split: str | None = None
     version: int = CONFIG_VERSION  # the layout of config.json (migrate_stored)
 
     def to_dict(self) -> dict[str, Any]:
@@ -559,6 +571,7 @@ _V1_MODEL = {"name", "dim", "width", "depth", "variance", "in_channels", "image_
 _V1_MODEL |= {"channels", "channel_mult", "res_blocks", "attn_resolutions", "dropout"}
 _V1_MODEL |= {"num_classes", "latent_dim", "decoder", "beta"}
 _OPTIONAL = {"data": str, "labels": str, "image_size": int, "target": str, "tsm_scale": float}
+_OPTIONAL |= {"data_dir": str}
 
 
 def _is_a(v: Any, kind: type) -> bool:
@@ -592,8 +605,9 @@ def overrides_from_dict(d: Any, source: str = "the config") -> dict[str, Any]:
     """Dotted-key overrides ({'train.lr': 0.003, ...}) from a nested dict shaped like a run's
     config.json, whole or in part, each key and type checked against RunConfig's fields.
 
-    'normalizer' is dropped: a new run fits its data's normalization anew; so is 'version'. A
-    whole config.json of layout 1 (its flat model section) has its model section migrated."""
+    'normalizer' and 'data_split' are dropped: a new run fits its data's normalization and
+    records its split anew; so is 'version'. A whole config.json of layout 1 (its flat model
+    section) has its model section migrated."""
     if not isinstance(d, dict):
         raise ScorelabError(f"{source} must be a JSON object like a run's config.json")
     model = d.get("model")
@@ -605,7 +619,7 @@ def overrides_from_dict(d: Any, source: str = "the config") -> dict[str, Any]:
         defaults["model"] |= dataclasses.asdict(cls())
     out: dict[str, Any] = {}
     for key, value in d.items():
-        if key in ("normalizer", "version"):
+        if key in ("normalizer", "data_split", "version"):
             continue
         if key in _SECTIONS:
             if not isinstance(value, dict):

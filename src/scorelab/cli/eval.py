@@ -196,7 +196,7 @@ def _run_eval_nll(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, weights=args.weights)
     name = run.config.data if args.data is None else args.data
     if is_image(run.config):
-        data = load_images(name, run.config.model.image_size).x
+        data = load_images(name, run.config.model.image_size, data_dir=run.config.data_dir).x
         data = data if args.n is None else data[: args.n]
     elif name in DATASETS:
         data = load_dataset(name, args.n or 1000, seed=args.seed)

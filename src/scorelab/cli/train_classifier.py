@@ -20,8 +20,18 @@ def register(sub) -> None:
         "per noise level (printed and written to OUT/accuracy.md). Use the same --data (and "
         "--n-data, --seed, --schedule, --T) as the run it will guide.",
     )
-    p.add_argument("--data", required=True, help="labelled data: ring, digits, a folder, .npy")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="labelled data: ring, digits, fashion-mnist, a folder, an IDX images file, .npy",
+    )
     p.add_argument("--labels", default=None, help="labels .npy beside an .npy --data")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="the folder of named image data sets such as fashion-mnist (default: "
+        "$SCORELAB_DATA_DIR, then /usr/share/datasets/NAME)",
+    )
     p.add_argument(
         "--n-data", type=positive_int, default=d.n_data, help=f"points (default: {d.n_data})"
     )
@@ -59,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         n_data=args.n_data,
         labels=args.labels,
+        data_dir=args.data_dir,
         image_size=args.image_size,
         model=dataclasses.replace(
             d.model,

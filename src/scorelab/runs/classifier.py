@@ -88,6 +88,7 @@ class ClassifierConfig:
     )
     normalizer: dict[str, Any] | None = None
     num_classes: int = 0
+    data_dir: str | None = None  # where named image data sets are (RunConfig.data_dir)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,7 +130,7 @@ def build_classifier(cfg: ClassifierConfig) -> nn.Module:
 def _load_data(cfg: ClassifierConfig) -> tuple[ClassifierConfig, Tensor, Tensor]:
     """The data (in the classifier's units), its labels and the config fitted to them."""
     if is_image_source(cfg.data):
-        images = load_images(cfg.data, cfg.image_size)
+        images = load_images(cfg.data, cfg.image_size, data_dir=cfg.data_dir)
         x, labels = images.x, images.labels
         if cfg.labels is not None:
             labels = load_labels(cfg.labels, x.shape[0])

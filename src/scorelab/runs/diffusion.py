@@ -87,6 +87,7 @@ def prepare_diffusion(
         if cfg.labels is not None:
             labels = load_labels(cfg.labels, data.shape[0])
         cfg = fit_model_to_data(cfg, image_set.image_shape, 0)
+        cfg = cfg.replace(data_split=image_set.split or None)
         if cfg.normalizer is None:
             cfg = cfg.replace(normalizer=IDENTITY.to_dict())
     else:

@@ -82,6 +82,7 @@ def prepare_vae(
         log(f"data: {image_set.note}, images {tuple(image_set.image_shape)}")
         data = image_set.x
         cfg = VAE_KIND.resolve(cfg, image_shape=image_set.image_shape, dim=0)
+        cfg = cfg.replace(data_split=image_set.split or None)
         if cfg.model.decoder == "bernoulli" and not ((data == -1) | (data == 1)).all():
             raise DataError(
                 f"--decoder bernoulli needs binary images; {cfg.data} has grey levels "
