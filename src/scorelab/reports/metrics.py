@@ -3,8 +3,11 @@
 The data are split once (seed 0) into a reference half and a held-out half. A metric's
 value compares n samples with the reference half; its floor compares the held-out half
 (up to n points) with the same reference, which is what a perfect model would score at that
-sample size. Every metric registered in scorelab.evaluation.registry is computed the same
-way, in its space: "features" (a classifier trained on the run's labelled images, the pixels of
+sample size. Image data with an official test split (Fashion-MNIST's t10k files) are not
+halved: the test split is held out and the reference is up to HELD_OUT_REFERENCE training
+images (seed 0), since the k-NN radii of pr cost a reference-by-reference distance matrix.
+Every metric registered in scorelab.evaluation.registry is computed the same way, in its
+space: "features" (a classifier trained on the run's labelled images, the pixels of
 unlabelled ones, the raw vectors of 2-D data: fd, kid, pr), "data" (the data's own space: swd,
 energy, mmd) or "inception" (fid).
 """
@@ -18,7 +21,7 @@ import torch
 from torch import Tensor
 
 from scorelab.build import build_data, build_image_data
-from scorelab.data import is_image_source, load_dataset, load_images
+from scorelab.data import ImageSet, is_image_source, load_dataset, load_images, load_test_split
 from scorelab.errors import ScorelabError
 from scorelab.evaluation.features import (
     FeatureFn,
@@ -32,6 +35,8 @@ from scorelab.runs import is_image
 
 # below this many samples FD and KID are biased or noisy enough that the label says so
 SMALL_N = 1000
+# data with an official test split: this many training images (at most) are the reference
+HELD_OUT_REFERENCE = 10_000
 _RUNS = {"images": "image", "vectors": "vector"}
 
 
@@ -54,6 +59,14 @@ def split_reference(x: Tensor, labels: Tensor | None, seed: int = 0):
     if labels is None:
         return x[a], x[b], None, None
     return x[a], x[b], labels[a], labels[b]
+
+
+def split_official(train: ImageSet, test: ImageSet, size: int = HELD_OUT_REFERENCE, seed: int = 0):
+    """(reference, held-out) and their labels for data with an official test split: up to
+    size training images by a seeded permutation, and the whole test split."""
+    pick = torch.randperm(train.x.shape[0], generator=torch.Generator().manual_seed(seed))[:size]
+    labels = None if train.labels is None else train.labels[pick]
+    return train.x[pick], test.x, labels, test.labels
 
 
 def draw_samples(run, n: int, *, seed: int, sampler: str, steps: int | None, batch: int = 500):
@@ -96,20 +109,31 @@ def evaluate_metrics(
     # before the data: a missing weights file is the first thing to say
     inception = inception_features(inception_weights) if "inception" in spaces else None
     source = data or cfg.data
-    labels = None
+    labels, test = None, None
     if images:
         if data is not None and not is_image_source(data):
             raise ScorelabError(f"--data {data}: not image data, but the run is an image model")
-        image_set = build_image_data(cfg) if data is None else load_images(data, cfg.image_size)
-        if image_set.image_shape != tuple(sample_shape_of(cfg)):
-            raise ScorelabError(
-                f"--data images are {image_set.image_shape}, the model makes "
-                f"{tuple(sample_shape_of(cfg))}"
-            )
+        data_dir = cfg.data_dir
+        image_set = (
+            build_image_data(cfg)
+            if data is None
+            else load_images(data, cfg.image_size, data_dir=data_dir)
+        )
+        test = load_test_split(source, cfg.image_size, data_dir=data_dir)
+        for s in (image_set, test):
+            if s is not None and s.image_shape != tuple(sample_shape_of(cfg)):
+                raise ScorelabError(
+                    f"--data images are {s.image_shape}, the model makes "
+                    f"{tuple(sample_shape_of(cfg))}"
+                )
         x, labels = image_set.x, image_set.labels
     else:
         x = build_data(cfg) if data is None else load_dataset(data, cfg.n_data, seed=cfg.train.seed)
-    reference, held_out, ref_labels, held_labels = split_reference(x, labels)
+    if test is not None:
+        reference, held_out, ref_labels, held_labels = split_official(image_set, test)
+        log(f"held out: {test.note}; reference: {reference.shape[0]} training images")
+    else:
+        reference, held_out, ref_labels, held_labels = split_reference(x, labels)
     if samples is None:
         samples = draw_samples(run, n, seed=seed, sampler=sampler, steps=steps)
     else:
