@@ -126,6 +126,15 @@ EQUIVALENT: dict[str, str] = {
     "scorelab.processes.schedules.xǁDiscreteScheduleǁlog_alpha_bar__mutmut_14": (
         "t - floor(t) and 1 - frac are exact in t's dtype (for t < 1, 1 - frac multiplies 0)"
     ),
+    "scorelab.processes.sde.xǁSDEǁtime_at_log_snr__mutmut_21": (
+        "bisection (no closed form): a 61st halving moves t by <= 2^-61 T, below its precision"
+    ),
+    "scorelab.processes.sde.xǁSDEǁtime_at_log_snr__mutmut_28": (
+        "bisection: >= differs only where log_snr(mid) == lam, moving t by <= 2^-60 T"
+    ),
+    "scorelab.processes.sde.xǁSDEǁtime_at_log_snr__mutmut_9": (
+        "the closed forms give t >= 0 for every log-SNR: the lower bound 0 is never reached"
+    ),
 }
 
 
