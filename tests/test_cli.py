@@ -205,11 +205,18 @@ def test_help_documents_every_flag(capsys):
 
 # -- bad input: one line, exit status 2 ----------------------------------------------------
 def test_unknown_dataset(tmp_path, capsys):
+    """Refused before anything is written: the run directory it would have made (with its
+    writer lock) is not left behind, and an existing folder keeps only what it had."""
     _fail(
         ["train", "--data", "spiral", "--out", str(tmp_path / "r"), *TINY],
         capsys,
         "unknown dataset 'spiral'",
     )
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    _fail(["train", "--data", "spiral", "--out", str(tmp_path / "mine"), *TINY], capsys, "spiral")
+    assert {p.name for p in (tmp_path / "mine").iterdir()} <= {"notes.txt", ".lock"}
 
 
 @pytest.mark.parametrize(

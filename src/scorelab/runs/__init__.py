@@ -21,15 +21,14 @@ from scorelab.runs.base import (
     CONFIG,
     RESUMABLE_KEYS,
     RunKind,
-    prepare_dir,
     read_stored,
     resolve_resume,
+    writing_run,
 )
 from scorelab.runs.classifier import CLASSIFIER, NoisyClassifier
 from scorelab.runs.diffusion import DIFFUSION, Run
 from scorelab.runs.vae import VAE_KIND, VAERun
 from scorelab.training.checkpoint import read_checkpoint
-from scorelab.training.runlock import holding_run_lock
 from scorelab.training.trainer import TrainResult
 
 KINDS: dict[str, RunKind] = {kind.name: kind for kind in (DIFFUSION, VAE_KIND, CLASSIFIER)}
@@ -72,8 +71,7 @@ def train(
     if resume_overrides is not None:
         return resume(out, resume_overrides, progress=progress, log=log, pictures=pictures)
     out = Path(out)
-    prepare_dir(out)
-    with holding_run_lock(out):
+    with writing_run(out):
         return _train_new(cfg, out, progress=progress, log=log, pictures=pictures)
 
 
@@ -91,8 +89,7 @@ def resume(
     out = Path(out)
     if not (out / CHECKPOINT).is_file():
         raise CheckpointError(f"cannot resume: {out} holds no checkpoint ({CHECKPOINT})")
-    prepare_dir(out)
-    with holding_run_lock(out):
+    with writing_run(out):
         return _resume(out, overrides, progress=progress, log=log, pictures=pictures)
 
 
@@ -109,8 +106,7 @@ def resume_or_train(
     out holds a checkpoint, else train new_config() into it, decided under out's writer
     lock; so one command, rerun by torchrun --max-restarts, starts a run and continues it."""
     out = Path(out)
-    prepare_dir(out)
-    with holding_run_lock(out):
+    with writing_run(out):
         if (out / CHECKPOINT).is_file():
             return _resume(out, overrides, progress=progress, log=log, pictures=pictures)
         log(f"{out} holds no checkpoint: starting a new run")

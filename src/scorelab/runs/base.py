@@ -12,9 +12,10 @@ scorelab.runs registers them and dispatches on the stored config.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from scorelab.data import Normalizer
 from scorelab.errors import CheckpointError, ScorelabError
 from scorelab.files import atomic_write_bytes
 from scorelab.training.checkpoint import CHECKPOINT, read_checkpoint
+from scorelab.training.runlock import LOCK, holding_run_lock
 from scorelab.training.trainer import Trainer, TrainResult
 
 CONFIG = "config.json"
@@ -125,6 +127,25 @@ def prepare_dir(out: Path) -> None:
         raise ScorelabError(f"cannot write to {out}: {e.strerror or e}") from None
 
 
+@contextlib.contextmanager
+def writing_run(out: Path) -> Iterator[None]:
+    """prepare_dir(out), then hold its writer lock for the block (one writer per run
+    directory). When the block fails before it wrote anything (a refused setting or data set),
+    a folder this call created is removed again, lock file and all: bad input leaves nothing."""
+    existed = out.exists()
+    prepare_dir(out)
+    try:
+        with holding_run_lock(out):
+            yield
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                if {p.name for p in out.iterdir()} <= {LOCK}:
+                    (out / LOCK).unlink(missing_ok=True)
+                    out.rmdir()
+        raise
+
+
 def resolve_resume(stored: RunConfig, overrides: dict[str, object]) -> RunConfig:
     """The stored config with the allowed overrides; other differences are an error."""
     changed = apply_overrides(stored, overrides)
@@ -202,4 +223,5 @@ __all__ = [
     "prepare_dir",
     "read_stored",
     "resolve_resume",
+    "writing_run",
 ]

@@ -40,9 +40,15 @@ from scorelab.nn import MLP, EncoderClassifier
 from scorelab.objectives import classifier_loss
 from scorelab.processes import DiscreteSchedule
 from scorelab.processes.ddpm import q_sample
-from scorelab.runs.base import CHECKPOINT, CONFIG, IDENTITY, Prepared, prepare_dir, read_stored
+from scorelab.runs.base import (
+    CHECKPOINT,
+    CONFIG,
+    IDENTITY,
+    Prepared,
+    read_stored,
+    writing_run,
+)
 from scorelab.training.checkpoint import load_state_dict_checked
-from scorelab.training.runlock import holding_run_lock
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import ClassifierFn
 
@@ -261,8 +267,7 @@ def train_classifier(
     """Train p_phi(y | x_t, t) into out, holding out's writer lock (one writer per run
     directory, as `train`); return the result and the accuracy per noise level."""
     out = Path(out)
-    prepare_dir(out)
-    with holding_run_lock(out):
+    with writing_run(out):
         if (out / CHECKPOINT).is_file():
             raise ScorelabError(f"{out} already holds a checkpoint; choose another --out")
         return _train_classifier(cfg, out, progress=progress, log=log)
