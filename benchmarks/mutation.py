@@ -45,7 +45,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),  # fmt: skip
     "parameterization": (
         [f"{SRC}/processes/parameterization.py"],
-        ["tests/test_parameterization.py"],
+        ["tests/test_parameterization.py", "tests/test_vlb.py", "tests/test_score_matching.py"],
     ),
     "samplers": (
         [

@@ -267,7 +267,8 @@ def reverse_log_variance(
 
 def prior_kl(schedule: Schedule, x0: Tensor) -> Tensor:
     """L_T = KL(q(x_T | x_0) || N(0, I)) summed over dimensions, (B,), in nats."""
-    t = torch.full((x0.shape[0],), float(schedule.T), dtype=x0.dtype, device=x0.device)
+    # T in float64: in bfloat16 or float16 data's dtype T need not be representable
+    t = torch.full((x0.shape[0],), float(schedule.T), dtype=torch.float64, device=x0.device)
     q = q_marginal(schedule, x0, t)
     return flat_sum(normal_kl(q.mean, q.var, torch.zeros_like(x0), torch.ones_like(x0)))
 

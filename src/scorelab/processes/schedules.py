@@ -150,8 +150,8 @@ def _linear(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
 def _quadratic(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """sqrt(beta) linear (the 'quadratic' schedule of the DDPM code release)."""
     scale = 1000 / T
-    s = torch.linspace(math.sqrt(beta_start * scale), math.sqrt(beta_end * scale), T)
-    return s.to(torch.float64) ** 2
+    lo, hi = math.sqrt(beta_start * scale), math.sqrt(beta_end * scale)
+    return torch.linspace(lo, hi, T, dtype=torch.float64) ** 2
 
 
 def _cosine(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
