@@ -18,7 +18,7 @@ and `how` is `kill` (SIGKILL just before the call), `kill-after` (just after it)
 (SIGKILL in the middle: half of the bytes written, for save_file and write) or `enospc`
 (the call fails with ENOSPC, as a full disk would). A counting run (no fault) first records how
 many calls of each operation the run makes; with "faults": null every point of
-{op} x {1..count} x {how} is injected (every k-th when "every" is k). The driver imports
+{op} x {1..count} x {how} is injected (every k-th of each op when "every" is k). The driver imports
 torch once and forks one child per fault, so a fault costs the training steps only.
 """
 
@@ -198,8 +198,13 @@ def run(plan: dict) -> list[dict]:
         assert done["status"] == 0, (done, _read(counter + ".err"))
         with open(counts_path) as f:
             counts = json.load(f)
-        faults = [[op, n, how] for op in OPS for n in range(1, counts[op] + 1) for how in HOWS[op]][
-            :: plan.get("every", 1)
+        every = plan.get("every", 1)  # every k-th point of each op (its first always)
+        faults = [
+            point
+            for op in OPS
+            for point in [[op, n, how] for n in range(1, counts[op] + 1) for how in HOWS[op]][
+                ::every
+            ]
         ]
     results = []
     for i, (op, n, how) in enumerate(faults):

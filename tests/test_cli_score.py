@@ -264,6 +264,7 @@ def score(x):
 """
 
 
+@pytest.mark.slow
 def test_tsm_learns_a_mixture_from_its_clean_score(tmp_path, monkeypatch):
     """Target score matching through the CLI, in data units, on a 3-mode mixture (data std
     about 1.9, modes 0.2-0.5 wide) whose clean score is exact: 800 steps on VE, then 1000 DDIM

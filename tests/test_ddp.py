@@ -164,6 +164,7 @@ def test_torchrun_launches_the_same_training(tmp_path):
     assert _losses(ddp) == pytest.approx(_losses(single), rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_a_time_cap_stops_every_rank_at_the_same_step(tmp_path):
     """--max-seconds under 2 processes: the ranks agree on the clock (its mean over ranks), so

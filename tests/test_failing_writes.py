@@ -238,6 +238,7 @@ def _limit_file_size() -> None:  # in rank 0's process, before it starts: EFBIG 
     resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 @pytest.mark.skipif(resource is None, reason="no resource module here")
 def test_under_two_ranks_a_failed_write_stops_every_rank(tmp_path):

@@ -409,6 +409,7 @@ def test_cli_subprocess_stops_on_a_signal_and_resumes(tmp_path, capsys, signum, 
     assert int(_cli_losses(run)[-1][0]) == step + 3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_two_ranks_agree_on_the_stop_step_when_one_is_signalled(tmp_path):
     """SIGTERM to rank 1 alone: both ranks stop after the same step, rank 0 writes the

@@ -81,6 +81,7 @@ def test_image_runs_get_the_image_defaults_and_flags_win(tmp_path):
     assert RunConfig().train.batch_size != stored["train"]["batch_size"]  # vectors keep theirs
 
 
+@pytest.mark.slow
 def test_image_defaults_train_without_diverging(tmp_path):
     """A default image run's loss keeps falling after warm-up (the vector defaults, lr 1e-2 and
     batch 512 on the U-Net, diverged when the warm-up ended): the mean loss of the last 20 of

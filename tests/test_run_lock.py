@@ -119,6 +119,7 @@ def test_resume_auto_starts_then_continues_a_run_exactly(tmp_path, capsys):
     cli_fails(["train", "--out", str(run), "--resume", "always"], capsys, "invalid choice")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_under_torchrun_rank_0_alone_locks_and_every_rank_is_refused_together(tmp_path):
     """Two gloo ranks with --resume auto: refused together (exit 2, one line each) while
@@ -182,6 +183,7 @@ def test_torchrun_max_restarts_continues_a_killed_run_exactly(tmp_path):
     assert _losses(run) == _losses(full) and len(_losses(full)) == 12
 
 
+@pytest.mark.slow
 def test_readers_beside_a_writer_always_read_a_whole_checkpoint(tmp_path):
     """A checkpoint replaced every step while another process reads it for 5 s: every read is
     complete. safetensors' torch reader opens the path twice (header, then tensors), so a

@@ -299,6 +299,7 @@ def _low_noise_error(score_fn, sde, mixture) -> tuple[float, float]:
     return float(err.mean()), float(err.std()) / math.sqrt(4000)
 
 
+@pytest.mark.slow
 def test_blended_tsm_beats_dsm_on_ve_and_at_low_noise(easy_mixture):
     """Same network, steps and VE problem (sigma_max = 5), seed 0. Measured eps errors over all
     t: tsm (snr blend) 0.009, dsm 0.019, plain tsm (no blend) 0.069; over the lowest 10% of
