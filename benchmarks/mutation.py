@@ -135,6 +135,21 @@ EQUIVALENT: dict[str, str] = {
     "scorelab.processes.sde.xǁSDEǁtime_at_log_snr__mutmut_9": (
         "the closed forms give t >= 0 for every log-SNR: the lower bound 0 is never reached"
     ),
+    "scorelab.samplers.ancestral.x__step_coefficients__mutmut_23": (
+        "analytic drops score_step_coefficients' third output; its A and B ignore the variance"
+    ),
+    "scorelab.samplers.ancestral.x__step_coefficients__mutmut_41": (
+        "analytic_variance casts gamma to the dtype of its float64 betas itself"
+    ),
+    "scorelab.samplers.continuous.x__ode_fixed__mutmut_21": (
+        "zip's strict: beta_rate and sigma both come from grid_coefficients of one grid"
+    ),
+    "scorelab.samplers.continuous.x__ode_fixed__mutmut_24": (
+        "zip's strict: beta_rate and sigma both come from grid_coefficients of one grid"
+    ),
+    "scorelab.samplers.continuous.x__ode_fixed__mutmut_25": (
+        "zip's strict: beta_rate and sigma both come from grid_coefficients of one grid"
+    ),
 }
 
 

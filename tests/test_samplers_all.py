@@ -13,7 +13,7 @@ from scorelab.oracle import GaussianMixture
 from scorelab.samplers import SAMPLERS, SPACINGS, make_timesteps
 from scorelab.samplers.continuous import pf_ode_drift
 from scorelab.samplers.ddim import sample_ddim
-from tests.test_samplers import _check_mixture
+from tests.test_samplers import _check_mixture, _point_mass_eps
 
 SCHEDULE = make_schedule("linear")
 
@@ -355,3 +355,153 @@ def test_dpm_solver_convergence_order(order, rate):
         )
         errors.append(float((out.x - exact).abs().max()))
     assert errors[0] / errors[1] > rate and errors[1] / errors[2] > rate, errors
+
+
+# (name, options): the samplers that step along the grid and report (i, t_{i+1}, x, x0)
+GRID_CALLBACKS = [
+    ("ddpm", {}),
+    ("ddpm", {"variance": lambda x, t: torch.full_like(x, 0.3)}),  # a learned variance
+    ("ddpm-score", {}),
+    ("ddim", {"eta": 0.5}),
+    ("dpm-solver++", {"order": 3}),
+    ("heun-edm", {}),
+    ("ode-euler", {}),
+    ("ode-heun", {}),
+    ("euler-maruyama", {}),
+    ("pc", {"n_corrector": 2}),
+]
+
+
+@pytest.mark.parametrize(
+    "name, options", GRID_CALLBACKS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(GRID_CALLBACKS)]
+)
+def test_callback_reports_each_step_of_the_grid(name, options):
+    """The exact eps of a point mass m (every x0 prediction is m): step i calls back with
+    (i, t_{i+1} for the batch, the new x, the x0 prediction m); that x is the one the next
+    step's first eps call sees at that time, the last one is the returned sample, and the
+    sample is m (the step to t = 0 returns the x0 prediction, with no noise)."""
+    m = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    grid = make_timesteps(SCHEDULE, 6, "quadratic")
+    eps = _point_mass_eps(SCHEDULE, m)
+    calls, seen = [], []
+
+    def eps_fn(x, t):
+        calls.append((x.clone(), t.clone()))
+        return eps(x, t)
+
+    def callback(i, t, x, x0):
+        seen.append((i, t.clone(), x.clone(), x0.clone(), len(calls)))
+
+    x_T = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = SAMPLERS[name](
+        eps_fn,
+        x_T,
+        SCHEDULE,
+        grid,
+        callback=callback,
+        generator=torch.Generator().manual_seed(1),
+        **options,
+    )
+    assert [i for i, *_ in seen] == list(range(6))
+    for i, t, x, x0, n_calls in seen:
+        assert torch.equal(t, grid[i + 1].expand(5)), (i, t)
+        assert float((x0 - m).abs().max()) < 1e-9, (i, x0)
+        if i < 5:
+            next_x, next_t = calls[n_calls]
+            assert torch.equal(next_t, t) and torch.allclose(next_x, x, rtol=1e-14, atol=0)
+    assert torch.equal(seen[-1][2], out)
+    assert float((out - m).abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "quadratic"])
+@pytest.mark.parametrize(
+    "name, order", [("ddim", None), ("dpm-solver++", 1), ("dpm-solver++", 2), ("dpm-solver++", 3)]
+)
+def test_data_prediction_solvers_are_exact_on_a_point_mass(name, order, spacing):
+    """A point mass m: the x0 prediction is m everywhere, and the PF-ODE's exact flow is
+    x_t = a_t m + (sigma_t / sigma_T)(x_T - a_T m). DDIM and DPM-Solver++ (any order: its
+    extrapolation of a constant is that constant when its weights are consistent) follow it to
+    1e-12 at every step, on grids whose log-SNR steps are unequal (the ratio of consecutive
+    steps runs from 0.66 to 1.5), where the multistep weights depend on those ratios."""
+    m = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    grid = make_timesteps(SCHEDULE, 8, spacing)
+    ab = SCHEDULE.alpha_bar(grid).tolist()
+    x_T = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen = []
+    options = {} if order is None else {"order": order}
+    out = SAMPLERS[name](
+        _point_mass_eps(SCHEDULE, m), x_T.clone(), SCHEDULE, grid,
+        callback=lambda i, t, x, x0: seen.append(x.clone()), **options,
+    )  # fmt: skip
+    a_T, s_T = math.sqrt(ab[0]), math.sqrt(1 - ab[0])
+    for i, x in enumerate(seen[:-1]):
+        a, s = math.sqrt(ab[i + 1]), math.sqrt(1 - ab[i + 1])
+        exact = a * m + s / s_T * (x_T - a_T * m)
+        assert torch.allclose(x, exact, rtol=1e-12, atol=1e-12), (i, x, exact)
+    assert float((out - m).abs().max()) < 1e-12
+
+
+def test_langevin_step_size_from_snr_uses_batch_mean_norms():
+    """One Langevin step at t = 5 with snr = r: delta = 2 (r sigma_t mean_i ||z_i|| /
+    mean_i ||eps_i||)^2 from the means over the batch of each example's norm (Song et al.
+    2021, Algorithm 5, with the norms averaged), then x - delta / sigma_t eps + sqrt(2 delta) z,
+    z the generator's first draw. With step_size the same step has delta = step_size."""
+    from scorelab.samplers.continuous import sample_langevin
+
+    x = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], dtype=torch.float64)
+    eps = torch.tensor([[1.0, 2.0, 2.0], [0.0, 0.0, 6.0]], dtype=torch.float64)  # norms 3, 6
+    grid = torch.tensor([5.0, 0.0], dtype=torch.float64)
+    sigma = math.sqrt(1 - float(SCHEDULE.alpha_bar(grid[:1])))
+    z = torch.randn(2, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    r = 0.2
+    delta = 2 * (r * sigma * float(z.norm(dim=1).mean()) / 4.5) ** 2
+    for options, d in (({"snr": r}, delta), ({"step_size": 0.01}, 0.01)):
+        out = sample_langevin(
+            lambda x, t: eps,
+            x,
+            SCHEDULE,
+            grid,
+            generator=torch.Generator().manual_seed(4),
+            **options,
+        )
+        exact = x - d / sigma * eps + math.sqrt(2 * d) * z
+        torch.testing.assert_close(out, exact, rtol=1e-12, atol=1e-12)
+
+
+def test_langevin_options_refused_with_their_messages():
+    """Exactly one of snr and step_size, and it must be > 0 (called directly: sample()'s
+    option checks would refuse these first)."""
+    from scorelab.errors import ScorelabError
+    from scorelab.samplers.continuous import sample_annealed_langevin, sample_langevin
+
+    x, grid = torch.zeros(3, 2), make_timesteps(SCHEDULE, 4)
+    eps_fn = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    one = "^give exactly one of snr and step_size$"
+    positive = "^snr and step_size must be > 0$"
+    cases = [
+        ({"snr": None, "step_size": None}, one),
+        ({"snr": 0.1, "step_size": 0.1}, one),
+        ({"snr": 0.0, "step_size": None}, positive),
+        ({"snr": -1.0, "step_size": None}, positive),
+        ({"snr": None, "step_size": 0.0}, positive),
+        ({"snr": None, "step_size": -1.0}, positive),
+    ]
+    for options, message in cases:
+        with pytest.raises(ScorelabError, match=message):
+            sample_annealed_langevin(eps_fn, x, SCHEDULE, grid, **options)
+    with pytest.raises(ScorelabError, match=positive):
+        sample_langevin(eps_fn, x, SCHEDULE, grid, snr=0.0)
+
+
+def test_pf_ode_drift_is_in_x_dtype():
+    """dx/dt = -beta(t) / 2 (x - eps / sigma_t) at float64 times (where the schedule's beta is
+    float64) and float32 x: the drift is float32, its value the closed form's to 1e-6."""
+    x = torch.tensor([[0.5, -1.0], [2.0, 0.3]])
+    t = torch.tensor([10.0, 700.0], dtype=torch.float64)
+    eps = lambda x, t: 0.5 * x + 0.1  # noqa: E731
+    drift, e = pf_ode_drift(eps, SCHEDULE, x, t)
+    assert drift.dtype == torch.float32 and e.dtype == torch.float32
+    beta = SCHEDULE.beta_rate(t)[:, None]
+    sigma = (1 - SCHEDULE.alpha_bar(t))[:, None].sqrt()
+    exact = -beta / 2 * (x.double() - (0.5 * x.double() + 0.1) / sigma)
+    torch.testing.assert_close(drift.double(), exact, rtol=1e-6, atol=1e-7)
