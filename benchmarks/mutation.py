@@ -157,6 +157,7 @@ def _config(files: list[str], tests: list[str]) -> str:
     return (
         "[tool.mutmut]\n"
         f"paths_to_mutate = {json.dumps(files)}\n"
+        f"only_mutate = {json.dumps(files)}\n"  # the rest of src is copied unmutated
         'source_paths = ["src"]\n'
         f"tests_dir = {json.dumps(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", '
@@ -273,15 +274,31 @@ def main() -> None:
     p.add_argument("groups", nargs="*", choices=[*GROUPS, []], help="default: every group")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     args = p.parse_args()
-    results = []
     for group in args.groups or list(GROUPS):
         print(f"mutating {group} ...", flush=True)
         r = run_group(group, args.jobs)
         print(f"  {r['total']} mutants, {r['counts']}, {_score(r):.1f}% in {r['seconds']:.0f}s")
-        results.append(r)
+        r["when"] = time.strftime("%Y-%m-%d %H:%M")
+        (WORK / group / "result.json").write_text(json.dumps(r))
+    # the table has every group measured so far (one group can be rerun alone)
+    results = [
+        json.loads((WORK / g / "result.json").read_text())
+        for g in GROUPS
+        if (WORK / g / "result.json").is_file()
+    ]
+    for r in results:  # equivalents judged since the group ran
+        _recount(r)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(write_table(results, args.jobs))
     print(f"wrote {RESULTS}")
+
+
+def _recount(r: dict) -> None:
+    now = [n for n in r["survivors"] if n in EQUIVALENT]
+    if now:
+        r["survivors"] = [n for n in r["survivors"] if n not in EQUIVALENT]
+        r["counts"]["survived"] = r["counts"].get("survived", 0) - len(now)
+        r["counts"]["equivalent"] = r["counts"].get("equivalent", 0) + len(now)
 
 
 if __name__ == "__main__":
