@@ -150,6 +150,12 @@ EQUIVALENT: dict[str, str] = {
     "scorelab.samplers.continuous.x__ode_fixed__mutmut_25": (
         "zip's strict: beta_rate and sigma both come from grid_coefficients of one grid"
     ),
+    "scorelab.samplers.timesteps.x_grid_coefficients__mutmut_21": (
+        "tolist() of a float32 beta_rate gives the same Python floats as of its float64 copy"
+    ),
+    "scorelab.samplers.timesteps.x_make_timesteps__mutmut_151": (
+        "at steps = 1, linspace(0, 1, 1) is [0.0], the zeros(1) of the other branch"
+    ),
 }
 
 

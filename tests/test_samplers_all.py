@@ -1,6 +1,7 @@
 """Every sampler against the exact oracle; solver identities; NFE counts; time grids."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -505,3 +506,58 @@ def test_pf_ode_drift_is_in_x_dtype():
     sigma = (1 - SCHEDULE.alpha_bar(t))[:, None].sqrt()
     exact = -beta / 2 * (x.double() - (0.5 * x.double() + 0.1) / sigma)
     torch.testing.assert_close(drift.double(), exact, rtol=1e-6, atol=1e-7)
+
+
+def test_time_grids_written_out():
+    """The grids' times in float64, written out: uniform and quadratic (DDIM's T u^2) and
+    their rescaling to a last positive time t_min (K = 1 keeps T alone); leading's strides
+    are whole steps exactly when T is an integer of at least K + 1 (T = 11, K = 10: stride 1;
+    T = 9: 0.9; the VP-SDE's T = 1: 0.25); log-SNR's ends are T and t_min to 1e-12, and
+    one or two steps are one or two positive times."""
+    from scorelab.processes.sde import make_sde
+
+    def grid(schedule, K, spacing, **kw):
+        g = make_timesteps(schedule, K, spacing, **kw)
+        assert g.dtype == torch.float64, (spacing, g.dtype)
+        return g.tolist()
+
+    def close(a, b):
+        return len(a) == len(b) and all(
+            abs(x - y) <= 1e-12 * max(1, abs(y)) for x, y in zip(a, b, strict=True)
+        )
+
+    assert close(grid(SCHEDULE, 3, "quadratic"), [1000, 4000 / 9, 1000 / 9, 0])
+    assert close(grid(SCHEDULE, 3, "uniform", t_min=0.3), [1000, 1000.3 / 2, 0.3, 0])
+    assert close(grid(SCHEDULE, 2, "uniform", t_min=5.0), [1000, 5, 0])
+    assert close(grid(SCHEDULE, 1, "uniform", t_min=5.0), [1000, 0])
+    assert close(grid(make_schedule("linear", T=11), 10, "leading"), [*range(10, 0, -1), 0])
+    nine = grid(make_schedule("linear", T=9), 10, "leading", t_min=0.5)
+    assert close(nine, [0.9 * k + 0.5 for k in range(9, -1, -1)] + [0])
+    assert close(grid(make_schedule("linear", T=9), 4, "leading-dpm"), [5, 4, 3, 2, 0])
+    vp = make_sde("vp")
+    assert close(grid(vp, 4, "leading", t_min=0.1), [0.85, 0.6, 0.35, 0.1, 0])
+    g = grid(vp, 6, "logsnr", t_min=0.3)
+    assert g[0] == 1.0 and abs(g[-2] - 0.3) < 1e-12 and g[-1] == 0, g
+    for spacing in ("logsnr", "karras"):
+        assert len(grid(vp, 2, spacing, t_min=0.3)) == 3
+        assert grid(vp, 1, spacing, t_min=0.3) == [1.0, 0.0]
+
+
+def test_time_grids_refuse_bad_input_with_their_messages():
+    from scorelab.errors import ScorelabError
+
+    spacings = "uniform, quadratic, leading, leading-dpm, logsnr, karras"
+    cases = [
+        ({"steps": 4, "spacing": "even"}, f"unknown spacing 'even'; choose one of: {spacings}"),
+        ({"steps": 0}, "steps must be >= 1, got 0"),
+        ({"steps": 10, "spacing": "leading", "t_min": 0.0},
+         "leading t_min must be in (0, 100], got 0.0"),
+        ({"steps": 9, "spacing": "leading-dpm", "t_min": 100.5},
+         "leading-dpm t_min must be in (0, 100], got 100.5"),
+        ({"steps": 10, "spacing": "logsnr", "t_min": 0.0}, "t_min must be in (0, 1000), got 0.0"),
+        ({"steps": 5, "spacing": "karras", "t_min": 1e3}, "t_min must be in (0, 1000), got 1000.0"),
+    ]  # fmt: skip
+    for kw, message in cases:
+        with pytest.raises(ScorelabError, match=f"^{re.escape(message)}$"):
+            make_timesteps(SCHEDULE, **kw)
+    assert make_timesteps(SCHEDULE, 10, "leading", t_min=100.0)[-2] == 100.0  # t_min = stride
