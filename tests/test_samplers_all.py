@@ -536,8 +536,10 @@ def test_time_grids_written_out():
     assert close(grid(make_schedule("linear", T=9), 4, "leading-dpm"), [5, 4, 3, 2, 0])
     vp = make_sde("vp")
     assert close(grid(vp, 4, "leading", t_min=0.1), [0.85, 0.6, 0.35, 0.1, 0])
-    g = grid(vp, 6, "logsnr", t_min=0.3)
-    assert g[0] == 1.0 and abs(g[-2] - 0.3) < 1e-12 and g[-1] == 0, g
+    for spacing in ("logsnr", "karras"):  # both in float64: the last positive time is t_min
+        g = grid(vp, 6, spacing, t_min=0.3)
+        assert g[0] == 1.0 and abs(g[-2] - 0.3) < 1e-12 and g[-1] == 0, (spacing, g)
+        assert make_timesteps(vp, 1, spacing, t_min=0.3).dtype == torch.float64
     for spacing in ("logsnr", "karras"):
         assert len(grid(vp, 2, spacing, t_min=0.3)) == 3
         assert grid(vp, 1, spacing, t_min=0.3) == [1.0, 0.0]

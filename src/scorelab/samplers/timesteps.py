@@ -17,6 +17,7 @@ The last step goes to t = 0, where a sampler returns its x_0 prediction.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -63,11 +64,11 @@ def make_timesteps(
             raise ScorelabError(f"t_min must be in (0, {T:g}), got {t_min}")
         ends = torch.tensor([T, t_min], dtype=torch.float64)
         lam_hi, lam_lo = schedule.log_snr(ends).tolist()
-        w = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1)
+        w = torch.linspace(0, 1, steps, dtype=torch.float64)  # [0.] for one step
         if spacing == "logsnr":
             lam = lam_hi + w * (lam_lo - lam_hi)
         else:
-            s_max, s_min = torch.exp(-torch.tensor([lam_hi, lam_lo]) / 2).tolist()
+            s_max, s_min = math.exp(-lam_hi / 2), math.exp(-lam_lo / 2)
             sigma = (s_max ** (1 / rho) + w * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
             lam = -2 * torch.log(sigma)
         t = schedule.time_at_log_snr(lam)
