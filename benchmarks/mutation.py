@@ -237,11 +237,12 @@ def write_table(results: list[dict], jobs: int) -> str:
         "# Mutation testing of the core",
         "",
         f"`make mutate` (mutmut, {jobs} workers, 2-core CPU). Score = killed / (mutants - "
-        "equivalent - not covered by the group's tests).",
+        "equivalent - not covered by the group's tests). Each row is as of its run; tests "
+        "written since count at the group's next run (`python benchmarks/mutation.py GROUP`).",
         "",
         "| group | files | mutants | killed | survived | timeout | not covered | equivalent "
-        "| score | minutes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| score | minutes | run at (UTC) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     total = {"total": 0, "killed": 0, "survived": 0, "timeout": 0, "no tests": 0, "eq": 0}
     for r in results:
@@ -250,7 +251,8 @@ def write_table(results: list[dict], jobs: int) -> str:
         lines.append(
             f"| {r['group']} | {files} | {r['total']} | {c.get('killed', 0)} | "
             f"{c.get('survived', 0)} | {c.get('timeout', 0)} | {c.get('no tests', 0)} | "
-            f"{c.get('equivalent', 0)} | {_score(r):.1f}% | {r['seconds'] / 60:.1f} |"
+            f"{c.get('equivalent', 0)} | {_score(r):.1f}% | {r['seconds'] / 60:.1f} | "
+            f"{r.get('when', '')} |"
         )
         total["total"] += r["total"]
         total["killed"] += c.get("killed", 0)
@@ -263,7 +265,7 @@ def write_table(results: list[dict], jobs: int) -> str:
     lines.append(
         f"| **all** | | {total['total']} | {total['killed']} | {total['survived']} | "
         f"{total['timeout']} | {total['no tests']} | {total['eq']} | **{score:.1f}%** | "
-        f"{sum(r['seconds'] for r in results) / 60:.1f} |"
+        f"{sum(r['seconds'] for r in results) / 60:.1f} | |"
     )
     lines += ["", "Surviving mutants (`cd .mutation/GROUP && mutmut show NAME`):", ""]
     for r in results:
@@ -279,8 +281,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("groups", nargs="*", choices=[*GROUPS, []], help="default: every group")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--table", action="store_true", help="only rewrite the table from the results")
     args = p.parse_args()
-    for group in args.groups or list(GROUPS):
+    for group in [] if args.table else args.groups or list(GROUPS):
         print(f"mutating {group} ...", flush=True)
         r = run_group(group, args.jobs)
         print(f"  {r['total']} mutants, {r['counts']}, {_score(r):.1f}% in {r['seconds']:.0f}s")
