@@ -14,8 +14,9 @@ from scorelab.config import MLPConfig, RunConfig, ScheduleConfig, TrainConfig
 from scorelab.data import load_dataset, load_dataset_labels, load_labels
 from scorelab.errors import DataError, ScorelabError
 from scorelab.nn import MLP, UNet
-from scorelab.objectives import drop_labels
+from scorelab.objectives import classifier_loss, drop_labels
 from scorelab.oracle import ring_mixture
+from scorelab.processes import make_schedule
 from scorelab.runs import load_run, train
 from scorelab.runs.classifier import ClassifierConfig, load_classifier, train_classifier
 
@@ -163,3 +164,50 @@ def test_conditional_training_needs_labels_and_the_discrete_schedule(tmp_path):
     drop = dataclasses.replace(base.train, cond_drop=0.1)
     with pytest.raises(ScorelabError, match="add --conditional"):
         train(base.replace(data="ring", train=drop), tmp_path / "c", progress=False)
+
+
+def test_drop_labels_with_p_zero_returns_y_and_draws_nothing():
+    y = torch.tensor([0, 1, 2, 3])
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    assert drop_labels(y, 0.0, 9, generator=g) is y
+    assert torch.equal(g.get_state(), state)
+
+
+def test_drop_labels_drops_where_the_generators_uniform_is_below_p():
+    y = torch.arange(8)
+    u = torch.rand(8, generator=torch.Generator().manual_seed(5))
+    p = float(u[3])  # exactly the 4th draw: kept, P(u < p) = p
+    expected = torch.where(u < p, torch.full_like(y, -1), y)
+    torch.manual_seed(0)
+    got = drop_labels(y, p, -1, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(got, expected) and got[3] == 3
+    # without a generator it draws from the global RNG on y's device
+    torch.manual_seed(2)
+    u2 = torch.rand(8)
+    torch.manual_seed(2)
+    assert torch.equal(drop_labels(y, 0.5, -1), torch.where(u2 < 0.5, -1, y))
+
+
+def test_classifier_loss_is_the_cross_entropy_at_x_t_from_the_generator():
+    s = make_schedule("linear", T=40)
+    x0 = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    w = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.7, -1.1]], dtype=torch.float64)
+    ref = torch.Generator().manual_seed(4)
+    t = torch.randint(1, 41, (5,), generator=ref).double()
+    eps = torch.randn(5, 2, generator=ref, dtype=torch.float64)
+    ab = torch.stack([s.alpha_bar(ti.reshape(1)).double()[0] for ti in t])
+    x_t = ab.sqrt()[:, None] * x0 + (1 - ab).sqrt()[:, None] * eps
+    logits = x_t @ w + t[:, None] / 40
+    expected = torch.logsumexp(logits, 1) - logits[torch.arange(5), y]
+    seen = {}
+
+    def clf(x, tt):
+        seen["t"] = tt
+        return x @ w + tt.double()[:, None] / 40
+
+    torch.manual_seed(0)
+    got = classifier_loss(clf, x0, y, schedule=s, generator=torch.Generator().manual_seed(4))
+    assert got.shape == (5,) and torch.equal(seen["t"].double(), t)
+    assert torch.allclose(got.double(), expected, rtol=1e-5, atol=1e-6)

@@ -301,3 +301,105 @@ def test_ode_likelihood_on_every_sde_with_the_exact_score(name):
     exact = noisy.log_prob(x_t0)
     err = got - exact
     assert abs(float(err.mean())) < 2e-3 and float(err.abs().max()) < 1e-2, err
+
+
+def _hybrid_model(c: int):
+    w = torch.linspace(-1.0, 1.0, 2 * c * c, dtype=torch.float64).reshape(2 * c, c)
+    return lambda x, t: torch.einsum("oc,bc...->bo...", w, x) * 0.5
+
+
+def test_hybrid_loss_of_images_is_the_loss_of_the_flattened_pixels():
+    """Per-pixel terms: (B, 3, 5) images with a 6-channel head give the loss of the same pixels
+    as (B, 15) vectors whose head is [eps pixels, r pixels]; also for a batch of one, with the
+    paper's default lambda = 0.001."""
+    sched = make_schedule("linear", T=20)
+    model = _hybrid_model(3)
+
+    def flat(x, t):
+        out = model(x.reshape(-1, 3, 5), t)
+        return torch.cat([out[:, :3].flatten(1), out[:, 3:].flatten(1)], 1)
+
+    for b in (1, 4):
+        x0 = torch.randn(b, 3, 5, generator=torch.Generator().manual_seed(b), dtype=torch.float64)
+        t = torch.arange(1, b + 1, dtype=torch.float64) * 3
+        got = hybrid_loss(
+            model, x0, schedule=sched, t=t, generator=torch.Generator().manual_seed(0)
+        )
+        ref = hybrid_loss(
+            flat, x0.flatten(1), schedule=sched, t=t, vlb_weight=1e-3,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        assert got.shape == (b,) and torch.allclose(got, ref, rtol=1e-12, atol=0)
+
+
+def test_hybrid_loss_refuses_a_head_of_the_wrong_shape_with_its_message():
+    sched = make_schedule("linear", T=20)
+    x0 = torch.zeros(2, 2, 3)
+    t = torch.tensor([2.0, 3.0])
+    for out_shape in ((2, 4, 5), (2, 3, 3)):
+        with pytest.raises(ValueError) as e:
+            hybrid_loss(lambda x, tt, s=out_shape: torch.zeros(s), x0, schedule=sched, t=t)
+        assert str(e.value) == (
+            f"a learned-variance model must output 4 channels, got shape {out_shape}"
+        )
+
+
+def test_hybrid_loss_at_t_1_uses_the_discretized_decoder_when_asked():
+    """At t = 1 L_0 = -log of the bin [x - 1/255, x + 1/255] of N(mu, sigma^2) (8-bit data in
+    [-1, 1]), with mu = (x_1 - beta_1 / sqrt(1 - ab_1) eps_pred) / sqrt(1 - beta_1) and v = 1
+    (r = 1): sigma^2 = beta_1; written out with erf."""
+    sched = make_schedule("linear", T=10)
+    beta = float(sched.betas[0])
+    x0 = torch.tensor([[0.0, 52 / 127.5 - 1]], dtype=torch.float64)
+    t = torch.ones(1, dtype=torch.float64)
+    model = lambda x, tt: torch.cat([torch.zeros_like(x), torch.ones_like(x)], 1)  # noqa: E731
+    lam = 0.5
+    got = hybrid_loss(
+        model, x0, schedule=sched, t=t, vlb_weight=lam, decoder="discretized",
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    eps = torch.randn(1, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x1 = math.sqrt(1 - beta) * x0 + math.sqrt(beta) * eps
+    mu = x1 / math.sqrt(1 - beta)  # eps_pred = 0
+    sd = math.sqrt(beta)
+
+    def cdf(z):
+        return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+    nll = -sum(
+        math.log(cdf((x + 1 / 255 - m) / sd) - cdf((x - 1 / 255 - m) / sd))
+        for x, m in zip(x0[0].tolist(), mu[0].tolist(), strict=True)
+    )
+    expected = float((eps**2).mean()) + lam * 10 * nll / (2 * math.log(2))
+    assert float(got) == pytest.approx(expected, rel=1e-9)
+
+
+def test_second_moment_sampler_defaults_keep_10_losses_and_mix_in_a_thousandth_uniform():
+    s = LossSecondMomentSampler(2)
+    times = torch.tensor([1.0, 2.0])
+    for _ in range(9):
+        s.update(times, torch.tensor([3.0, 4.0]))
+    p = s.probabilities()
+    assert p.dtype == torch.float64 and torch.equal(p, torch.full((2,), 0.5, dtype=torch.float64))
+    s.update(times, torch.tensor([3.0, 4.0]))  # the 10th: warmed up, rms 3 and 4
+    expected = torch.tensor([0.999 * 3 / 7 + 0.0005, 0.999 * 4 / 7 + 0.0005], dtype=torch.float64)
+    torch.testing.assert_close(s.probabilities(), expected, rtol=1e-12, atol=0)
+
+
+def test_second_moment_sampler_draws_from_its_generator_as_float32_on_the_device():
+    s = LossSecondMomentSampler(50)
+    torch.manual_seed(0)
+    a, wa = s.sample(20, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(1)
+    b, _ = s.sample(20, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.dtype == torch.float32 and wa.dtype == torch.float32
+    assert torch.equal(wa, torch.ones(20))  # uniform: 1 / (T / T)
+    t, w = s.sample(4, generator=torch.Generator().manual_seed(3), device="meta")
+    assert t.device.type == "meta" and w.device.type == "meta"
+    assert t.dtype == torch.float32 and w.dtype == torch.float32
+
+
+def test_second_moment_sampler_refuses_times_and_losses_of_different_lengths():
+    s = LossSecondMomentSampler(4)
+    with pytest.raises(ValueError):
+        s.update(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0]))

@@ -114,3 +114,27 @@ def test_oracle_eps_is_the_conditional_expectation(mixture_2d, generator):
     for f in (x_t, torch.tanh(x_t), x_t**2):
         prod = resid * f
         assert (prod.mean(0).abs() < 5 * prod.std(0) / math.sqrt(n)).all()
+
+
+def test_timesteps_are_float32_on_the_asked_device():
+    s = make_schedule("linear", T=10)
+    t = sample_timesteps(s, 5, generator=torch.Generator().manual_seed(0), device="meta")
+    assert t.dtype == torch.float32 and t.device.type == "meta"
+    assert sample_timesteps(s, 5, generator=torch.Generator().manual_seed(0)).dtype == torch.float32
+
+
+def test_loss_draws_t_then_eps_from_the_generator_only():
+    # t ~ randint(1, T + 1) then eps ~ randn from the caller's generator; the global RNG is unused
+    s = make_schedule("linear", T=50)
+    x0 = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = torch.Generator().manual_seed(7)
+    t = torch.randint(1, 51, (6,), generator=ref).double()
+    eps = torch.randn(6, 3, generator=ref, dtype=torch.float64)
+    ab = torch.tensor([s.alpha_bar(torch.tensor([float(ti)])).item() for ti in t]).double()
+    x_t = ab.sqrt()[:, None] * x0 + (1 - ab).sqrt()[:, None] * eps
+    expected = ((x_t - eps) ** 2).mean(1)  # model returns x_t: loss = mean (x_t - eps)^2
+    torch.manual_seed(123)
+    got = diffusion_loss(
+        lambda x, tt: x, x0, schedule=s, generator=torch.Generator().manual_seed(7)
+    )
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
