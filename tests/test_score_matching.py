@@ -354,3 +354,197 @@ def test_losses_are_per_example_on_images(objective):
     assert loss.shape == (6,) and torch.isfinite(loss).all()
     loss.mean().backward()
     assert w.grad is not None and torch.isfinite(w.grad)
+
+
+# VP-SDE written out: B(t) = 0.1 t + 9.95 t^2, alpha = exp(-B/2), sigma^2 = 1 - exp(-B),
+# g^2 = beta(t)
+_A = torch.tensor([[-1.0, 0.7], [-0.3, -2.0]], dtype=torch.float64)  # non-symmetric: tr A = -3
+
+
+def _vp(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    big_b = 0.1 * t + 9.95 * t**2
+    return torch.exp(-big_b / 2), 1 - torch.exp(-big_b), 0.1 + 19.9 * t
+
+
+def _lin_score(x: Tensor, t: Tensor) -> Tensor:
+    return x @ _A.T + t.to(x.dtype)[:, None]
+
+
+def _setup(seed: int = 0):
+    x0 = torch.randn(3, 2, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    t = torch.tensor([0.05, 0.4, 0.9], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn(3, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    alpha, sigma2, _ = _vp(t)
+    x_t = alpha[:, None] * x0 + sigma2.sqrt()[:, None] * eps
+    return x0, t, gen, eps, x_t
+
+
+def test_dsm_loss_under_each_weighting_written_out():
+    sde = VPSDE()
+    for weighting in ("sigma2", "likelihood", "none"):
+        x0, t, gen, eps, x_t = _setup()
+        alpha, sigma2, g2 = _vp(t)
+        lam = {"sigma2": sigma2, "likelihood": g2, "none": torch.ones(3, dtype=torch.float64)}
+        s = _lin_score(x_t, t)
+        expected = lam[weighting] * 0.5 * ((s + eps / sigma2.sqrt()[:, None]) ** 2).sum(1)
+        got = score_matching_loss(
+            "dsm", _lin_score, x0, sde=sde, weighting=weighting, t=t, generator=gen
+        )
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+def test_tsm_loss_with_a_data_scale_written_out():
+    """snr blend w = alpha^2 s^2 / (alpha^2 s^2 + sigma^2) with s = 2 (the default blend)."""
+    sde = VPSDE()
+    x0, t, gen, eps, x_t = _setup(1)
+    alpha, sigma2, _ = _vp(t)
+    w = (4 * alpha**2 / (4 * alpha**2 + sigma2))[:, None]
+    target = w * (-x0) / alpha[:, None] - (1 - w) * eps / sigma2.sqrt()[:, None]
+    expected = 0.5 * ((_lin_score(x_t, t) - target) ** 2).sum(1)
+    got = score_matching_loss(
+        "tsm", _lin_score, x0, sde=sde, weighting="none", clean_score=lambda x: -x,
+        data_std=2.0, t=t, generator=gen,
+    )  # fmt: skip
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+    w2 = tsm_weight(sde, t.float(), data_std=2.0)
+    assert w2.dtype == torch.float64
+    torch.testing.assert_close(w2, w[:, 0], rtol=1e-6, atol=0)
+    assert tsm_weight(sde, t.float(), "none").dtype == torch.float64
+    direct = tsm_target(lambda x: -x.double(), x0.float(), eps.float(), t, sde=sde, data_std=2.0)
+    assert direct.dtype == torch.float32
+    torch.testing.assert_close(direct.double(), target, rtol=1e-5, atol=1e-6)
+
+
+def test_ism_loss_of_a_non_symmetric_linear_score_is_half_its_norm_plus_its_trace():
+    sde = VPSDE()
+    x0, t, gen, eps, x_t = _setup(2)
+    alpha, sigma2, _ = _vp(t)
+    expected = sigma2 * (0.5 * (_lin_score(x_t, t) ** 2).sum(1) - 3.0)
+    got = score_matching_loss("ism", _lin_score, x0, sde=sde, t=t, generator=gen)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+def test_ssm_loss_with_the_generators_probes_written_out(distribution):
+    """eps, then P probes v_k from the generator: ½‖s‖² + mean_k v_kᵀ A v_k (variance reduced)
+    or mean_k ½(v_kᵀ s)² + v_kᵀ A v_k; the defaults are one probe, variance reduced, rademacher."""
+    sde = VPSDE()
+    for probes, reduced in ((1, None), (3, True), (3, False)):
+        x0, t, gen, eps, x_t = _setup(3)
+        ref = torch.Generator().manual_seed(3)
+        torch.randn(3, 2, generator=ref, dtype=torch.float64)  # eps
+        if distribution == "rademacher" or reduced is None:
+            v = torch.randint(0, 2, (probes, 3, 2), generator=ref).double() * 2 - 1
+        else:
+            v = torch.randn(probes, 3, 2, generator=ref, dtype=torch.float64)
+        s = _lin_score(x_t, t)
+        quad_form = torch.einsum("pbi,ij,pbj->pb", v, _A, v).mean(0)
+        plain = (0.5 * (v * s).sum(2) ** 2).mean(0)
+        half = plain if reduced is False else 0.5 * (s**2).sum(1)
+        expected = half + quad_form
+        kwargs = {} if reduced is None else {
+            "probes": probes, "variance_reduced": reduced, "distribution": distribution
+        }  # fmt: skip
+        torch.manual_seed(0)
+        got = score_matching_loss(
+            "ssm", _lin_score, x0, sde=sde, weighting="none", t=t, generator=gen, **kwargs
+        )
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+def test_score_matching_draws_t_uniform_on_t_min_to_T_then_eps_from_the_generator():
+    sde = VPSDE()
+    x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(5))
+    ref = torch.Generator().manual_seed(8)
+    u = torch.rand(4, generator=ref, dtype=torch.float64)
+    t = 1e-3 + u * (1 - 1e-3)
+    eps = torch.randn(4, 2, generator=ref)
+    seen = {}
+
+    def score(x, tt):
+        seen["t"], seen["x"] = tt, x
+        return -x
+
+    torch.manual_seed(0)
+    loss = score_matching_loss(
+        "dsm", score, x0, sde=sde, generator=torch.Generator().manual_seed(8)
+    )
+    assert seen["t"].dtype == torch.float64 and torch.equal(seen["t"], t)
+    alpha, sigma2, _ = _vp(t)
+    x_t = alpha[:, None] * x0.double() + sigma2.sqrt()[:, None] * eps.double()
+    torch.testing.assert_close(seen["x"].double(), x_t, rtol=1e-5, atol=1e-6)
+    assert loss.dtype == torch.float32  # in x0's dtype, though t is float64
+
+
+def test_score_matching_refusals_have_their_exact_messages():
+    sde = VPSDE()
+    x0 = torch.zeros(2, 2)
+    with pytest.raises(ScorelabError) as e:
+        score_matching_loss("dsm", _lin_score, x0, sde=sde, weighting="snr")
+    assert str(e.value) == "unknown weighting 'snr'; choose one of: sigma2, likelihood, none"
+    with pytest.raises(ScorelabError) as e:
+        score_matching_loss("tsm", _lin_score, x0, sde=sde)
+    assert str(e.value) == "tsm needs the clean score grad log p_0 (clean_score=)"
+
+
+def test_ssm_loss_defaults_to_one_rademacher_probe_variance_reduced():
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    v = torch.randint(0, 2, (1, 8, 2), generator=torch.Generator().manual_seed(9)).double() * 2 - 1
+    s = x @ _A.T
+    expected = 0.5 * (s**2).sum(1) + torch.einsum("pbi,ij,pbj->pb", v, _A, v)[0]
+    got = ssm_loss(lambda y: y @ _A.T, x, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+
+
+def test_tsm_blend_defaults_to_snr_with_unit_data_scale():
+    sde = VPSDE()
+    x0, t, gen, eps, x_t = _setup(4)
+    alpha, sigma2, _ = _vp(t)
+    w = alpha**2 / (alpha**2 + sigma2)
+    torch.testing.assert_close(tsm_weight(sde, t), w, rtol=1e-12, atol=0)
+    target = w[:, None] * (-x0) / alpha[:, None] - (1 - w[:, None]) * eps / sigma2.sqrt()[:, None]
+    torch.testing.assert_close(
+        tsm_target(lambda x: -x, x0, eps, t, sde=sde), target, rtol=1e-12, atol=0
+    )
+    expected = 0.5 * ((_lin_score(x_t, t) - target) ** 2).sum(1)
+    got = score_matching_loss(
+        "tsm", _lin_score, x0, sde=sde, weighting="none", clean_score=lambda x: -x, t=t,
+        generator=gen,
+    )  # fmt: skip
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+def test_sample_times_are_float64_on_the_asked_device():
+    from scorelab.objectives.score_matching import sample_times
+
+    t = sample_times(VPSDE(), 4, generator=torch.Generator().manual_seed(0), device="meta")
+    assert t.device.type == "meta" and t.dtype == torch.float64
+
+
+def test_ssm_objective_defaults_to_one_probe():
+    x0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    t = torch.linspace(0.1, 0.9, 8, dtype=torch.float64)
+    ref = torch.Generator().manual_seed(9)
+    eps = torch.randn(8, 2, generator=ref, dtype=torch.float64)
+    v = torch.randint(0, 2, (1, 8, 2), generator=ref).double() * 2 - 1
+    alpha, sigma2, _ = _vp(t)
+    s = _lin_score(alpha[:, None] * x0 + sigma2.sqrt()[:, None] * eps, t)
+    expected = 0.5 * (s**2).sum(1) + torch.einsum("pbi,ij,pbj->pb", v, _A, v)[0]
+    got = score_matching_loss(
+        "ssm", _lin_score, x0, sde=VPSDE(), weighting="none", t=t,
+        generator=torch.Generator().manual_seed(9),
+    )  # fmt: skip
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+def test_tsm_switch_blend_is_dsm_where_alpha_s_equals_sigma():
+    """switch: w = 1 only where alpha_t s > sigma_t strictly; at t = 0.1 with s = sigma / alpha
+    the two are equal in float64 (checked), so w = 0."""
+    sde = VPSDE()
+    t = torch.tensor([0.1], dtype=torch.float64)
+    alpha, sigma = sde.mean_coeff(t).double(), sde.std(t).double()
+    s = float(sigma / alpha)
+    assert float((alpha * s) ** 2) == float(sigma**2)
+    assert float(tsm_weight(sde, t, "switch", data_std=s)) == 0.0
+    assert float(tsm_weight(sde, t, "switch", data_std=s * (1 + 1e-9))) == 1.0
