@@ -249,3 +249,159 @@ def test_energy_distance_is_unbiased_for_the_closed_form_of_two_normals():
     )
     mean, se = float(values.mean()), float(values.std()) / math.sqrt(len(values))
     assert abs(mean - expected) < 4 * se, (mean, expected, se)
+
+
+# -- pairwise matrices in blocks of rows: the whole-matrix answers, in bounded memory -------
+def _full_precision_recall(real, fake, k):
+    """The whole-matrix computation: k-NN radii by kthvalue, coverage by one cdist."""
+
+    def coverage(centres, points):
+        radius = torch.cdist(centres, centres).kthvalue(k + 1, dim=1).values
+        return float((torch.cdist(points, centres) <= radius).any(dim=1).double().mean())
+
+    return coverage(real, fake), coverage(fake, real)
+
+
+def _full_mmd2(kxx, kyy, kxy):
+    n, m = kxx.shape[0], kyy.shape[0]
+    xx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    yy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return float(xx + yy - 2 * kxy.mean())
+
+
+def _full_kid(x, y, subsets, size):
+    """KID's subsets drawn as the metric draws them (seed 0), each kernel matrix whole."""
+    g, d, values = _gen(0), x.shape[1], []
+    for _ in range(subsets):
+        a = x[torch.randperm(x.shape[0], generator=g)[:size]]
+        b = y[torch.randperm(y.shape[0], generator=g)[:size]]
+        values.append(
+            _full_mmd2((a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3)
+        )
+    v = torch.tensor(values, dtype=torch.float64)
+    return float(v.mean()), float(v.std())
+
+
+def _full_mmd_rbf(x, y):
+    dxy = torch.cdist(x, y) ** 2
+    g = -1 / (2 * float(dxy.median().sqrt()) ** 2)
+    kxx, kyy = (torch.cdist(x, x) ** 2 * g).exp(), (torch.cdist(y, y) ** 2 * g).exp()
+    return _full_mmd2(kxx, kyy, (dxy * g).exp())
+
+
+def _full_energy(x, y):
+    """The definition: the within-set diagonals are exactly 0 (cdist's matmul form leaves
+    rounding noise of ~1e-7 |x| there, which the whole-matrix code used to add in)."""
+    n, m = x.shape[0], y.shape[0]
+    xx = torch.cdist(x, x).fill_diagonal_(0).sum() / (n * (n - 1))
+    yy = torch.cdist(y, y).fill_diagonal_(0).sum() / (m * (m - 1))
+    return float(2 * torch.cdist(x, y).mean() - xx - yy)
+
+
+# 40 and 37 rows (over 25, so cdist takes its matmul form as it does at scale); 7 rows a block
+# at 280 entries (ragged last blocks of 5 and 2 rows), 1 row at 1 entry, one block at 2**23
+@pytest.mark.parametrize("block", [1, 280, 2**23])
+def test_every_pairwise_metric_in_blocks_equals_the_whole_matrix(monkeypatch, block):
+    """precision/recall (k = 1, 3), KID (3 subsets of 30), RBF-MMD with the median bandwidth
+    and energy, with BLOCK_ELEMENTS forced small: the same numbers as the whole matrices
+    (coverage exactly, the sums to 1e-12 relative), so block offsets of the diagonal, the
+    ragged last block and the per-block k-NN radii are all exercised."""
+    from scorelab.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", block)
+    x = 1.5 * torch.randn(40, 5, generator=_gen(10), dtype=torch.float64)
+    y = torch.randn(37, 5, generator=_gen(11), dtype=torch.float64) + 0.3
+    for k in (1, 3):
+        assert precision_recall(x, y, k=k) == _full_precision_recall(x, y, k)
+    kid = kernel_inception_distance(x, y, subsets=3, subset_size=30)
+    assert kid == pytest.approx(_full_kid(x, y, 3, 30), rel=1e-12)
+    assert mmd_rbf(x, y) == pytest.approx(_full_mmd_rbf(x, y), rel=1e-12)
+    assert mmd_rbf(x, y, bandwidth=0.8) == pytest.approx(
+        _full_mmd2(*((torch.cdist(a, b) ** 2 / -1.28).exp() for a, b in ((x, x), (y, y), (x, y)))),
+        rel=1e-12,
+    )
+    assert energy_distance(x, y) == pytest.approx(_full_energy(x, y), rel=1e-12)
+
+
+def test_kid_at_its_default_subset_size_is_the_whole_matrix_computation_bit_for_bit():
+    """1000-point subsets fit one block (2**23 // 1000 rows): KID is unchanged to the bit."""
+    x = torch.randn(1200, 8, generator=_gen(12), dtype=torch.float64)
+    y = torch.randn(1100, 8, generator=_gen(13), dtype=torch.float64) + 0.1
+    assert kernel_inception_distance(x, y, subsets=2) == _full_kid(x, y, 2, 1000)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_median_bandwidth_in_blocks_is_torch_median_of_the_whole_matrix(monkeypatch, ties):
+    """The streamed median of the squared cross distances is torch.median's (the lower middle
+    value) of the whole matrix: with 60 x 45 entries in blocks of 7 rows, random points and
+    points on an integer grid (many tied distances); the bracket from a sample of 9 entries and
+    0 standard deviations misses, and the widened one (another pass) still lands exactly."""
+    from scorelab.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 7 * 45)
+    x = torch.randn(60, 3, generator=_gen(14), dtype=torch.float64)
+    y = torch.randn(45, 3, generator=_gen(15), dtype=torch.float64)
+    if ties:
+        x, y = (3 * x).round(), (3 * y).round()
+    full = (torch.cdist(x, y) ** 2).median()
+    assert metrics._median_squared_distance(x, y) == pytest.approx(float(full), rel=1e-12)
+    calls = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda a, b: calls.append(a.shape[0]) or cdist(a, b))
+    monkeypatch.setattr(metrics, "MEDIAN_SAMPLE", 9)
+    monkeypatch.setattr(metrics, "MEDIAN_SIGMAS", 0.0)
+    assert metrics._median_squared_distance(x, y) == pytest.approx(float(full), rel=1e-12)
+    assert sum(calls) > 60  # more than one pass over the rows: the first bracket missed
+
+
+def test_no_pairwise_matrix_larger_than_a_block_at_3000_points(monkeypatch):
+    """n = m = 3000 (9e6 entries, more than BLOCK_ELEMENTS = 2**23): every cdist and every
+    kernel matmul of precision/recall, KID (one subset of all 3000), MMD and energy holds at
+    most 2**23 // 3000 = 2796 rows of 3000, never the whole 3000 x 3000."""
+    from scorelab.evaluation import metrics
+
+    shapes = []
+    cdist, matmul = torch.cdist, torch.Tensor.__matmul__
+
+    def recording_cdist(a, b, *args, **kwargs):
+        shapes.append((a.shape[0], b.shape[0]))
+        return cdist(a, b, *args, **kwargs)
+
+    def recording_matmul(a, b):
+        out = matmul(a, b)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch, "cdist", recording_cdist)
+    monkeypatch.setattr(torch.Tensor, "__matmul__", recording_matmul)
+    x = torch.randn(3000, 4, generator=_gen(16))
+    y = torch.randn(3000, 4, generator=_gen(17)) + 0.2
+    precision_recall(x, y)
+    kernel_inception_distance(x, y, subsets=1, subset_size=3000)
+    mmd_rbf(x, y)
+    energy_distance(x, y)
+    assert len(shapes) > 10
+    assert max(r * c for r, c in shapes) <= metrics.BLOCK_ELEMENTS
+    assert max(r for r, _ in shapes) == 2**23 // 3000 < 3000
+
+
+def test_the_feature_classifier_scores_its_test_images_in_batches(monkeypatch):
+    """The test accuracy of a freshly trained feature classifier over 1100 test images: in
+    forward passes of at most 512 images (all 10,000 Fashion-MNIST test images at once held 3 GB
+    of activations), and equal to the share of whole-set predictions that are right."""
+    from scorelab.evaluation.features import Classifier, train_classifier
+
+    sizes = []
+    forward = Classifier.forward
+    monkeypatch.setattr(
+        Classifier, "forward", lambda self, x: sizes.append(x.shape[0]) or forward(self, x)
+    )
+    x = torch.randn(300, 1, 8, 8, generator=_gen(18))
+    x_test = torch.randn(1100, 1, 8, 8, generator=_gen(21))
+    labels = torch.randint(3, (300,), generator=_gen(19))
+    labels_test = torch.randint(3, (1100,), generator=_gen(20))
+    model, accuracy = train_classifier(x, labels, x_test, labels_test, epochs=1)
+    assert max(sizes) == 512 and sum(s for s in sizes if s != 128) == 1100
+    with torch.no_grad():
+        whole = float((forward(model, x_test).argmax(1) == labels_test).float().mean())
+    assert accuracy == pytest.approx(whole, abs=1e-6)

@@ -86,9 +86,9 @@ def train_classifier(
         optimizer.step()
         scheduler.step()
     model.eval()
-    with torch.no_grad():
-        accuracy = float((model(x_test).argmax(1) == labels_test).float().mean())
-    return model, accuracy
+    with torch.no_grad():  # in batches: 10,000 28x28 test images at once hold 3 GB of activations
+        predicted = torch.cat([model(b).argmax(1) for b in x_test.split(512)])
+    return model, float((predicted == labels_test).float().mean())
 
 
 def load_or_train_classifier(

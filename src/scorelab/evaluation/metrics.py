@@ -6,21 +6,52 @@ Frechet distance (FID's formula): W_2^2 between Gaussians fitted to the two feat
 KID and MMD: unbiased squared maximum mean discrepancy (polynomial and Gaussian kernels).
 Precision and recall: coverage by k-nearest-neighbour balls. Energy distance: Szekely's.
 The floor of any metric is its value between two independent sets of true samples.
+Pairwise matrices (k-NN radii, kernel and distance sums, the median bandwidth) are computed in
+blocks of rows, at most BLOCK_ELEMENTS entries at a time (64 MB of float64), never whole: the
+sums and order statistics are those of the whole matrix, so memory stays bounded at n = 10,000.
 Each metric registers here (evaluation/registry.py) with what it compares, where it applies
 and its paper; scorelab.reports.metrics computes every registered one with its floor.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
+
 import torch
 from torch import Tensor
 
 from scorelab.evaluation.registry import register_metric
 
-
 # -- distances between sample sets, in a feature space or the data's own (any d) ----------
+# entries of a pairwise matrix held at once: rows of a block = BLOCK_ELEMENTS // columns
+BLOCK_ELEMENTS = 2**23
+# the median bandwidth's first pass: entries sampled to bracket the median, and the bracket's
+# half-width in standard deviations of the sample quantile
+MEDIAN_SAMPLE = 2**16
+MEDIAN_SIGMAS = 4.0
+
+
 def _flat64(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).double()
+
+
+def _row_blocks(a: Tensor, columns: int) -> Iterator[tuple[int, Tensor]]:
+    """(first row, block) of a in blocks of at most BLOCK_ELEMENTS // columns rows (>= 1)."""
+    step = max(1, BLOCK_ELEMENTS // max(columns, 1))
+    for i in range(0, a.shape[0], step):
+        yield i, a[i : i + step]
+
+
+def _pair_sum(
+    a: Tensor, b: Tensor, pair: Callable[[Tensor, Tensor], Tensor], *, diagonal: bool = True
+) -> Tensor:
+    """sum_ij pair(a, b)_ij, over blocks of rows of a; diagonal=False (a is b): i != j only."""
+    total = a.new_zeros(())
+    for i, block in _row_blocks(a, b.shape[0]):
+        v = pair(block, b)
+        total = total + (v.sum() if diagonal else v.sum() - v.diagonal(offset=i).sum())
+    return total
 
 
 def _psd_sqrt(a: Tensor) -> Tensor:
@@ -53,11 +84,12 @@ def frechet_distance(x: Tensor, y: Tensor) -> float:
     return gaussian_frechet(x.mean(0), torch.cov(x.T), y.mean(0), torch.cov(y.T))
 
 
-def _mmd2_unbiased(kxx: Tensor, kyy: Tensor, kxy: Tensor) -> Tensor:
-    n, m = kxx.shape[0], kyy.shape[0]
-    xx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    yy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return xx + yy - 2 * kxy.mean()
+def _mmd2_unbiased(x: Tensor, y: Tensor, kernel: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Unbiased MMD^2: the within-set kernel means without the diagonal, over n (n - 1)."""
+    n, m = x.shape[0], y.shape[0]
+    xx = _pair_sum(x, x, kernel, diagonal=False) / (n * (n - 1))
+    yy = _pair_sum(y, y, kernel, diagonal=False) / (m * (m - 1))
+    return xx + yy - 2 * (_pair_sum(x, y, kernel) / (n * m))
 
 
 @register_metric(
@@ -91,13 +123,7 @@ def kernel_inception_distance(
     for _ in range(subsets):
         a = x[torch.randperm(x.shape[0], generator=generator)[:size]]
         b = y[torch.randperm(y.shape[0], generator=generator)[:size]]
-        values.append(
-            float(
-                _mmd2_unbiased(
-                    (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
-                )
-            )
-        )
+        values.append(float(_mmd2_unbiased(a, b, lambda u, v: (u @ v.T / d + 1) ** 3)))
     v = torch.tensor(values, dtype=torch.float64)
     return float(v.mean()), float(v.std()) if len(values) > 1 else 0.0
 
@@ -112,12 +138,17 @@ def precision_recall(real: Tensor, fake: Tensor, *, k: int = 3) -> tuple[float, 
     if min(real.shape[0], fake.shape[0]) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} samples on each side")
 
-    def radii(a: Tensor) -> Tensor:  # distance to the k-th neighbour, self excluded
-        return torch.cdist(a, a).kthvalue(k + 1, dim=1).values
+    def radii(a: Tensor) -> Tensor:  # distance to the k-th neighbour: the (k+1)-th, self first
+        blocks = _row_blocks(a, a.shape[0])
+        return torch.cat(
+            [torch.cdist(b, a).topk(k + 1, largest=False).values[:, k] for _, b in blocks]
+        )
 
     def coverage(centres: Tensor, points: Tensor) -> float:
-        inside = torch.cdist(points, centres) <= radii(centres)[None, :]
-        return float(inside.any(dim=1).double().mean())
+        r = radii(centres)
+        blocks = _row_blocks(points, centres.shape[0])
+        inside = sum(int((torch.cdist(b, centres) <= r).any(dim=1).sum()) for _, b in blocks)
+        return inside / points.shape[0]
 
     return coverage(real, fake), coverage(fake, real)
 
@@ -186,12 +217,49 @@ def sliced_wasserstein(
     compare=("vectors",),
 )
 def energy_distance(x: Tensor, y: Tensor) -> float:
-    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (Szekely), within-set terms without the diagonal."""
+    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (Szekely), within-set terms without the diagonal
+    (left out, not summed: cdist's matmul form leaves rounding of ~1e-7 |x| there)."""
     x, y = _flat64(x), _flat64(y)
     n, m = x.shape[0], y.shape[0]
-    xx = torch.cdist(x, x).sum() / (n * (n - 1))
-    yy = torch.cdist(y, y).sum() / (m * (m - 1))
-    return float(2 * torch.cdist(x, y).mean() - xx - yy)
+    xx = _pair_sum(x, x, torch.cdist, diagonal=False) / (n * (n - 1))
+    yy = _pair_sum(y, y, torch.cdist, diagonal=False) / (m * (m - 1))
+    return float(2 * (_pair_sum(x, y, torch.cdist) / (n * m)) - xx - yy)
+
+
+def _median_squared_distance(x: Tensor, y: Tensor) -> Tensor:
+    """torch.median of cdist(x, y) ** 2 (the lower of the two middle values of the n m), exact,
+    in blocks: squared distances of MEDIAN_SAMPLE random pairs bracket the median's rank; one
+    pass counts the entries below the bracket and keeps those inside it (about 1.6% of them),
+    and the median is selected from those; a bracket that misses is widened and tried again
+    (at worst to everything, the whole matrix's memory: not seen in practice)."""
+    n, m = x.shape[0], y.shape[0]
+    total = n * m
+    if total <= BLOCK_ELEMENTS:
+        return (torch.cdist(x, y) ** 2).median()
+    rank = (total - 1) // 2
+    g = torch.Generator().manual_seed(0)
+    s = min(total, MEDIAN_SAMPLE)
+    i = torch.randint(n, (s,), generator=g).to(x.device)
+    j = torch.randint(m, (s,), generator=g).to(x.device)
+    chunk, parts = max(1, BLOCK_ELEMENTS // x.shape[1]), []
+    for c in range(0, s, chunk):
+        parts.append(((x[i[c : c + chunk]] - y[j[c : c + chunk]]) ** 2).sum(1))
+    sample = torch.cat(parts).sort().values
+    at = rank / max(total - 1, 1) * (s - 1)  # the rank's place in the sorted sample
+    width = max(1.0, MEDIAN_SIGMAS * math.sqrt(s * 0.25))
+    while True:
+        lo_at, hi_at = math.floor(at - width), math.ceil(at + width)
+        lo = sample[lo_at] if lo_at >= 0 else -math.inf
+        hi = sample[hi_at] if hi_at < s else math.inf
+        below, kept = 0, []
+        for _, block in _row_blocks(x, m):
+            d2 = torch.cdist(block, y) ** 2
+            below += int((d2 < lo).sum())
+            kept.append(d2[(d2 >= lo) & (d2 <= hi)])
+        inside = torch.cat(kept)
+        if below <= rank < below + inside.numel():
+            return inside.kthvalue(rank - below + 1).values
+        width *= 4
 
 
 @register_metric(
@@ -204,12 +272,10 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
 def mmd_rbf(x: Tensor, y: Tensor, *, bandwidth: float | None = None) -> float:
     """Unbiased MMD^2 with a Gaussian kernel exp(-|a - b|^2 / (2 h^2)); h: median distance."""
     x, y = _flat64(x), _flat64(y)
-    dxy = torch.cdist(x, y) ** 2
     if bandwidth is None:
-        bandwidth = float(dxy.median().sqrt()) or 1.0
+        bandwidth = float(_median_squared_distance(x, y).sqrt()) or 1.0
     g = -1 / (2 * bandwidth**2)
-    kxx, kyy = (torch.cdist(x, x) ** 2 * g).exp(), (torch.cdist(y, y) ** 2 * g).exp()
-    return float(_mmd2_unbiased(kxx, kyy, (dxy * g).exp()))
+    return float(_mmd2_unbiased(x, y, lambda u, v: (torch.cdist(u, v) ** 2 * g).exp()))
 
 
 # FID is the Frechet distance in Inception-v3 features; registered last, as listed
