@@ -403,3 +403,41 @@ def test_second_moment_sampler_refuses_times_and_losses_of_different_lengths():
     s = LossSecondMomentSampler(4)
     with pytest.raises(ValueError):
         s.update(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0]))
+
+
+def test_dequantize_adds_the_generators_uniform_times_the_bin_width():
+    """y = x + (u - 1/2) 2 / (bins - 1) with u ~ U[0, 1) from the generator (else the global
+    RNG) in x's dtype; log_volume = d log(2 / (bins - 1)) per example; also for one example."""
+    from scorelab.likelihood import dequantize, standard_normal_log_prob
+
+    for shape, bins in (((3, 2, 2), 256), ((1, 5), 16)):
+        x = torch.zeros(shape, dtype=torch.float64)
+        u = torch.rand(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        torch.manual_seed(0)
+        y, log_volume = dequantize(x, bins=bins, generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(y, (u - 0.5) * 2 / (bins - 1), rtol=1e-15, atol=0)
+        d = math.prod(shape[1:])
+        torch.testing.assert_close(
+            log_volume, torch.full((shape[0],), d * math.log(2 / (bins - 1)), dtype=torch.float64)
+        )
+        torch.manual_seed(4)
+        u = torch.rand(shape, dtype=torch.float64)
+        torch.manual_seed(4)
+        y, _ = dequantize(x, bins=bins)
+        torch.testing.assert_close(y, (u - 0.5) * 2 / (bins - 1), rtol=1e-15, atol=0)
+        z = torch.full(shape, 0.5, dtype=torch.float64)
+        expected = -0.125 * d - 0.5 * d * math.log(2 * math.pi)
+        torch.testing.assert_close(
+            standard_normal_log_prob(z), torch.full((shape[0],), expected, dtype=torch.float64)
+        )
+    y, log_volume = dequantize(
+        torch.zeros(2, 3, device="meta"), generator=torch.Generator().manual_seed(0)
+    )
+    assert y.device.type == "meta" and log_volume.device.type == "meta"
+
+
+def test_ode_likelihood_bits_per_dim_of_one_example():
+    from scorelab.likelihood import ODELikelihood
+
+    r = ODELikelihood(torch.tensor([-6 * math.log(2)]), 10, torch.zeros(1, 2, 3), 1e-3)
+    torch.testing.assert_close(r.bits_per_dim(), torch.tensor([1.0]))
