@@ -441,3 +441,19 @@ def test_ode_likelihood_bits_per_dim_of_one_example():
 
     r = ODELikelihood(torch.tensor([-6 * math.log(2)]), 10, torch.zeros(1, 2, 3), 1e-3)
     torch.testing.assert_close(r.bits_per_dim(), torch.tensor([1.0]))
+
+
+def test_time_of_rho_inverts_rho_in_float64_and_needs_both_methods():
+    """t(rho) for rho = -log alpha_bar(t) returns t to 1e-9 (the log-SNR goes to the schedule's
+    inverse in float64); a schedule lacking time_at_log_snr or log_alpha_bar gets None."""
+    from types import SimpleNamespace
+
+    from scorelab.likelihood import _time_of_rho
+
+    s = make_schedule("linear", T=100)
+    time_of = _time_of_rho(s)
+    for t0 in (3.25, 37.3, 91.7):
+        rho = -float(s.log_alpha_bar(torch.tensor(t0, dtype=torch.float64)))
+        assert abs(time_of(rho) - t0) < 1e-9, t0
+    assert _time_of_rho(SimpleNamespace(log_alpha_bar=s.log_alpha_bar)) is None
+    assert _time_of_rho(SimpleNamespace(time_at_log_snr=s.time_at_log_snr)) is None
