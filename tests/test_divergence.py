@@ -88,3 +88,47 @@ def test_bad_input_is_rejected(generator):
         divergence(lambda z: z, torch.randn(3, 2), method="trace")
     with pytest.raises(ValueError, match="at least 2 dims"):
         divergence_exact(lambda z: z, torch.randn(3))
+
+
+_M = torch.tensor([[-1.0, 0.7], [-0.3, 2.0]], dtype=torch.float64)  # non-symmetric: tr = 1
+
+
+def test_divergence_dispatch_passes_every_option_through():
+    """divergence(method=...) of x -> x Mᵀ: "exact" (the default) gives tr M = 1; "hutchinson"
+    gives the mean over the generator's probes of vᵀ M v (rademacher by default, gaussian when
+    asked), or over given probes v; create_graph keeps the graph; an unknown method's message."""
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fn = lambda y: y @ _M.T  # noqa: E731
+    out, div = divergence(fn, x)
+    torch.testing.assert_close(out, x @ _M.T)
+    torch.testing.assert_close(div, torch.ones(8, dtype=torch.float64))
+    assert not div.requires_grad
+    w0 = x.clone().requires_grad_(True)
+    out, div = divergence(lambda y: y * w0, x)  # create_graph defaults to False
+    assert not out.requires_grad and not div.requires_grad
+    v1 = torch.randint(0, 2, (1, 8, 2), generator=torch.Generator().manual_seed(5)).double() * 2 - 1
+    _, div = divergence(fn, x, method="hutchinson", generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(div, torch.einsum("pbi,ij,pbj->b", v1, _M, v1), rtol=1e-12, atol=0)
+    w = x.clone().requires_grad_(True)
+    _, div_g = divergence(lambda y: y * w, x, create_graph=True)
+    assert div_g.requires_grad
+    quad = lambda v: torch.einsum("pbi,ij,pbj->b", v, _M, v) / v.shape[0]  # noqa: E731
+    g = torch.Generator().manual_seed(3)
+    v = torch.randint(0, 2, (3, 8, 2), generator=g).double() * 2 - 1
+    _, div = divergence(
+        fn, x, method="hutchinson", probes=3, generator=torch.Generator().manual_seed(3)
+    )
+    torch.testing.assert_close(div, quad(v), rtol=1e-12, atol=0)
+    v = torch.randn(2, 8, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    _, div = divergence(
+        fn, x, method="hutchinson", probes=2, distribution="gaussian",
+        generator=torch.Generator().manual_seed(4),
+    )  # fmt: skip
+    torch.testing.assert_close(div, quad(v), rtol=1e-12, atol=0)
+    _, div = divergence(fn, x, method="hutchinson", v=v)
+    torch.testing.assert_close(div, quad(v), rtol=1e-12, atol=0)
+    _, div_g = divergence(lambda y: y * w, x, method="hutchinson", v=v, create_graph=True)
+    assert div_g.requires_grad
+    with pytest.raises(ValueError) as e:
+        divergence(fn, x, method="Exact")
+    assert str(e.value) == "unknown divergence method 'Exact'; choose 'exact' or 'hutchinson'"
