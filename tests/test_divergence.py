@@ -132,3 +132,38 @@ def test_divergence_dispatch_passes_every_option_through():
     with pytest.raises(ValueError) as e:
         divergence(fn, x, method="Exact")
     assert str(e.value) == "unknown divergence method 'Exact'; choose 'exact' or 'hutchinson'"
+
+
+def test_sample_probes_come_from_the_generator_in_the_asked_dtype_and_device():
+    g = torch.Generator().manual_seed(1)
+    r = torch.randint(0, 2, (2, 3), generator=g).double() * 2 - 1
+    got = sample_probes((2, 3), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert got.dtype == torch.float64 and torch.equal(got, r)
+    n = torch.randn(2, 3, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    got = sample_probes((2, 3), distribution="gaussian", generator=torch.Generator().manual_seed(2))
+    assert torch.equal(got, n)
+    for dist in ("rademacher", "gaussian"):
+        m = sample_probes((2, 3), distribution=dist, device="meta")
+        assert m.device.type == "meta"
+        m = sample_probes(
+            (2, 3), distribution=dist, generator=torch.Generator().manual_seed(0), device="meta"
+        )
+        assert m.device.type == "meta"
+
+
+def test_hutchinson_refusals_and_graph_defaults():
+    x = torch.randn(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError) as e:
+        divergence_hutchinson(lambda y: y, x, probes=0)
+    assert str(e.value) == "probes must be at least 1, got 0"
+    with pytest.raises(ValueError) as e:
+        divergence_hutchinson(lambda y: y, x, v=torch.ones(1, 4, 3, dtype=torch.float64))
+    assert str(e.value) == "v must have shape (probes, (4, 2)), got (1, 4, 3)"
+    w = torch.ones(4, 2, dtype=torch.float64, requires_grad=True)
+    out, div = divergence_hutchinson(lambda y: y**2 * w, x)
+    assert not out.requires_grad and not div.requires_grad
+    from scorelab.numerics.divergence import vjp_probe
+
+    xr = x.clone().requires_grad_(True)
+    assert not vjp_probe(xr**2 * w, xr, torch.ones_like(x)).requires_grad
