@@ -167,3 +167,13 @@ def test_hutchinson_refusals_and_graph_defaults():
 
     xr = x.clone().requires_grad_(True)
     assert not vjp_probe(xr**2 * w, xr, torch.ones_like(x)).requires_grad
+
+
+def test_exact_divergence_keeps_no_graph_by_default_and_the_outputs_dtype():
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    w = torch.ones(4, 2, dtype=torch.float64, requires_grad=True)
+    out, div = divergence_exact(lambda y: y**2 * w, x)
+    assert not out.requires_grad and not div.requires_grad
+    torch.testing.assert_close(div, 2 * x.sum(1))
+    _, div = divergence_exact(lambda y: 3 * y, x.to(torch.bfloat16))
+    assert div.dtype == torch.bfloat16 and torch.equal(div, torch.full((4,), 6.0).bfloat16())
