@@ -177,7 +177,8 @@ def _diverging_column(run_dir):
 
     with open(run_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds", "diverging"]
+    columns = ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds", "diverging"]
+    assert list(rows[0]) == columns + ["fd", "fd_floor"]
     return [int(r["diverging"]) for r in rows]
 
 

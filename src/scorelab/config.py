@@ -365,6 +365,18 @@ class TrainConfig:
         "image runs: steps between sample grids (samples.png); 0: only at the end",
         rule=NONNEG_INT,
     )
+    # quality while training: FD (and its floor at the same n) of eval_n EMA samples drawn with
+    # DPM-Solver++ (20 steps), every eval_every steps and at the last, in metrics.csv's fd and
+    # fd_floor columns; it draws from its own generators, so the run's trajectory is unchanged
+    eval_every: int = setting(
+        0,
+        "--eval-every",
+        "diffusion runs: steps between quality checks (FD and its floor on --eval-n EMA "
+        "samples, DPM-Solver++ 20 steps) written to metrics.csv and fd.png; a multiple of "
+        "--log-every; 0: none",
+        rule=NONNEG_INT,
+    )
+    eval_n: int = setting(500, "--eval-n", "samples of each --eval-every check", rule=POSITIVE_INT)
     # label dropout: each label replaced by the null class with this probability, which trains
     # the unconditional model too (classifier-free guidance needs it > 0)
     cond_drop: float = setting(
@@ -382,6 +394,13 @@ class TrainConfig:
                 f"--batch-size {self.batch_size} is not divisible by --micro-batches "
                 f"{self.micro_batches}"
             )
+        if self.eval_every % self.log_every != 0:
+            raise ScorelabError(
+                f"--eval-every {self.eval_every} must be a multiple of --log-every "
+                f"{self.log_every}: each check is written into that step's metrics.csv row"
+            )
+        if self.eval_every and self.eval_n < 2:
+            raise ScorelabError(f"--eval-n must be >= 2 for a Frechet distance, got {self.eval_n}")
 
 
 # config.json's layout: 1 (no "version" key) stored one flat model section with every

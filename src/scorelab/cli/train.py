@@ -22,7 +22,8 @@ def register(sub) -> None:
         help="train a diffusion model into a run directory",
         description="Train a DDPM (Algorithm 1 of Ho et al. 2020) on a dataset, or a "
         "continuous-time score model on an --sde with a score-matching --objective. The run "
-        "directory gets config.json, checkpoints (safetensors), metrics.csv and loss.png.",
+        "directory gets config.json, checkpoints (safetensors), metrics.csv and loss.png (and "
+        "fd.png with --eval-every).",
     )
     settings = add_settings(p, RunConfig)
     p.add_argument(
@@ -152,7 +153,7 @@ def _dry_run(args: argparse.Namespace, overrides: dict) -> int:
 
 
 def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> int:
-    from scorelab.evaluation import loss_curve
+    from scorelab.evaluation import fd_curve, loss_curve
     from scorelab.runs import resume, resume_or_train, train
 
     log = print if rank == 0 else (lambda message: None)
@@ -169,11 +170,14 @@ def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> i
     if rank != 0:
         return 0
     loss_curve(args.out / "metrics.csv", args.out / "loss.png")
+    fd_png = fd_curve(args.out / "metrics.csv", args.out / "fd.png")
     print(
         f"trained to step {result.step} in {result.seconds:.1f}s, final loss "
         f"{result.final_loss:.4f}, {result.bad_steps} skipped steps; checkpoint "
         f"{result.checkpoint}"
     )
+    if fd_png is not None:
+        print(f"sample quality while training: {fd_png}")
     return 0
 
 

@@ -4,6 +4,7 @@
 from scorelab.evaluation.metrics import sliced_wasserstein
 from scorelab.evaluation.nll import NLLReport, evaluate_nll
 from scorelab.evaluation.plots import (
+    fd_curve,
     loss_curve,
     scatter_vs_data,
     trajectory_panels,
@@ -13,6 +14,7 @@ from scorelab.evaluation.plots import (
 __all__ = [
     "NLLReport",
     "evaluate_nll",
+    "fd_curve",
     "loss_curve",
     "scatter_vs_data",
     "sliced_wasserstein",

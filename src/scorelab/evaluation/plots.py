@@ -87,6 +87,31 @@ def loss_curve(metrics_csv: Path, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def fd_curve(metrics_csv: Path, path: Path) -> Path | None:
+    """The quality checks of metrics.csv (--eval-every): FD against the step, its floor dashed,
+    training seconds on a second axis; None (nothing written) when the run has none."""
+    with open(metrics_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if (r.get("fd") or "").strip()]
+    if not rows:
+        return None
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [float(r["fd"]) for r in rows], marker="o", ms=3, lw=1, label="FD")
+    ax.plot(steps, [float(r["fd_floor"]) for r in rows], ls="--", color="tab:gray", lw=1,
+            label="floor (data vs data, same n)")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("Frechet distance")
+    seconds = [float(r["seconds"]) for r in rows]
+    if len(rows) > 1 and steps[-1] > steps[0]:
+        rate = (seconds[-1] - seconds[0]) / (steps[-1] - steps[0])
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * rate, lambda m: m / rate))
+        top.set_xlabel("training seconds (approx.)")
+    ax.legend()
+    ax.set_title("sample quality while training", pad=24 if len(rows) > 1 else 6)
+    return save_figure(fig, path)
+
+
 def vlb_breakdown(per_t_nats: Sequence[float], path: Path, title: str = "") -> Path:
     """The mean VLB term against t: L_{t-1} for t = 2..T on a log axis, L_0 and L_T noted."""
     T = len(per_t_nats) - 1

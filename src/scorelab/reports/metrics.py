@@ -69,6 +69,67 @@ def split_official(train: ImageSet, test: ImageSet, size: int = HELD_OUT_REFEREN
     return train.x[pick], test.x, labels, test.labels
 
 
+def reference_sets(cfg, data: str | None = None, *, log: Callable[[str], None] = print):
+    """(reference, held-out, their labels) that a run's samples are judged against: the run's
+    data (or data), split as the module docstring says."""
+    labels, test = None, None
+    if is_image(cfg):
+        if data is not None and not is_image_source(data):
+            raise ScorelabError(f"--data {data}: not image data, but the run is an image model")
+        data_dir = cfg.data_dir
+        image_set = (
+            build_image_data(cfg)
+            if data is None
+            else load_images(data, cfg.image_size, data_dir=data_dir)
+        )
+        test = load_test_split(data or cfg.data, cfg.image_size, data_dir=data_dir)
+        for s in (image_set, test):
+            if s is not None and s.image_shape != tuple(sample_shape_of(cfg)):
+                raise ScorelabError(
+                    f"--data images are {s.image_shape}, the model makes "
+                    f"{tuple(sample_shape_of(cfg))}"
+                )
+        x, labels = image_set.x, image_set.labels
+    else:
+        x = build_data(cfg) if data is None else load_dataset(data, cfg.n_data, seed=cfg.train.seed)
+    if test is not None:
+        log(f"held out: {test.note}; reference: {min(HELD_OUT_REFERENCE, len(image_set.x))} "
+            "training images")  # fmt: skip
+        return split_official(image_set, test)
+    return split_reference(x, labels)
+
+
+class FDProbe:
+    """The Frechet distance of n samples in the features `evaluate_metrics` uses (the same
+    reference set and cached classifier), and its floor at the same n: what a training run
+    checks on the way (--eval-every) and what a benchmark tracks over time. Building it may
+    train the feature classifier, whose seeding is kept away from torch's global generator.
+
+        probe = FDProbe(cfg, run_dir, 500)
+        probe(samples)  # {"fd": ..., "fd_floor": ...}, samples in the data's own units
+    """
+
+    def __init__(self, cfg, run_dir: Path, n: int, *, log: Callable[[str], None] = print):
+        if n < 2:
+            raise ScorelabError(f"a Frechet distance needs n >= 2 samples, got {n}")
+        self.n = n
+        with torch.random.fork_rng(devices=[]):
+            reference, held_out, ref_labels, held_labels = reference_sets(cfg, log=log)
+            self.space, self.features, _ = learned_features(
+                run_dir, is_image(cfg), reference, held_out, ref_labels, held_labels, log=log
+            )
+        self.reference = self.features(reference)
+        self.floor = self._fd(self.features(held_out[:n]))
+
+    def _fd(self, features: Tensor) -> float:
+        return METRICS["fd"].score(features, self.reference)["fd"].value
+
+    def __call__(self, samples: Tensor) -> dict[str, float]:
+        if samples.shape[0] < 2:
+            raise ScorelabError(f"a Frechet distance needs >= 2 samples, got {samples.shape[0]}")
+        return {"fd": self._fd(self.features(samples)), "fd_floor": self.floor}
+
+
 def draw_samples(run, n: int, *, seed: int, sampler: str, steps: int | None, batch: int = 500):
     """n samples from a run in the data's own units, drawn in batches."""
     parts, drawn = [], 0
@@ -109,31 +170,7 @@ def evaluate_metrics(
     # before the data: a missing weights file is the first thing to say
     inception = inception_features(inception_weights) if "inception" in spaces else None
     source = data or cfg.data
-    labels, test = None, None
-    if images:
-        if data is not None and not is_image_source(data):
-            raise ScorelabError(f"--data {data}: not image data, but the run is an image model")
-        data_dir = cfg.data_dir
-        image_set = (
-            build_image_data(cfg)
-            if data is None
-            else load_images(data, cfg.image_size, data_dir=data_dir)
-        )
-        test = load_test_split(source, cfg.image_size, data_dir=data_dir)
-        for s in (image_set, test):
-            if s is not None and s.image_shape != tuple(sample_shape_of(cfg)):
-                raise ScorelabError(
-                    f"--data images are {s.image_shape}, the model makes "
-                    f"{tuple(sample_shape_of(cfg))}"
-                )
-        x, labels = image_set.x, image_set.labels
-    else:
-        x = build_data(cfg) if data is None else load_dataset(data, cfg.n_data, seed=cfg.train.seed)
-    if test is not None:
-        reference, held_out, ref_labels, held_labels = split_official(image_set, test)
-        log(f"held out: {test.note}; reference: {reference.shape[0]} training images")
-    else:
-        reference, held_out, ref_labels, held_labels = split_reference(x, labels)
+    reference, held_out, ref_labels, held_labels = reference_sets(cfg, data, log=log)
     if samples is None:
         samples = draw_samples(run, n, seed=seed, sampler=sampler, steps=steps)
     else:
@@ -145,7 +182,7 @@ def evaluate_metrics(
     views: dict[str, tuple[str, FeatureFn, dict]] = {}
     if "features" in spaces:
         views["features"] = learned_features(
-            run, images, reference, held_out, ref_labels, held_labels, log=log
+            run.run_dir, images, reference, held_out, ref_labels, held_labels, log=log
         )
     if "data" in spaces:
         views["data"] = ("data space", lambda v: v, {})
@@ -185,7 +222,7 @@ def spread(std: float | None, floor_std: float | None) -> dict[str, float]:
 
 
 def learned_features(
-    run, images: bool, reference, held_out, ref_labels, held_labels, *, log
+    run_dir: Path, images: bool, reference, held_out, ref_labels, held_labels, *, log
 ) -> tuple[str, FeatureFn, dict]:
     """The "features" space: a classifier trained on labelled images (its test accuracy goes
     into each result), the pixels of unlabelled ones, the flattened vectors of vector data."""
@@ -194,7 +231,7 @@ def learned_features(
     if ref_labels is None or len(torch.unique(ref_labels)) < 2:
         return "pixels", pixel_features, {}
     classifier, info = load_or_train_classifier(
-        run.run_dir, reference, ref_labels, held_out, held_labels, log=log
+        run_dir, reference, ref_labels, held_out, held_labels, log=log
     )
     return (
         "classifier (trained on the run's data, cached in features.safetensors)",

@@ -2,7 +2,9 @@
 
 RUN_DIR/config.json               the resolved config (also inside every checkpoint)
 RUN_DIR/checkpoint.safetensors    raw + EMA weights and the trainer's state (and .prev)
-RUN_DIR/metrics.csv               step, loss, grad_norm, lr, bad_steps, seconds
+RUN_DIR/metrics.csv               step, loss, grad_norm, lr, bad_steps, seconds, diverging,
+                                  fd, fd_floor (quality checks, --eval-every)
+RUN_DIR/loss.png, fd.png          the training loss; FD against the step (with its floor)
 RUN_DIR/.lock                     the writer lock, held while training (pid and host of the
                                   holder; training/runlock.py)
 
@@ -36,6 +38,8 @@ RESUMABLE_KEYS = ("train.steps", "train.max_seconds", "train.ckpt_every", "train
 # speed settings and pictures, which do not change what is learned, may change on resume too
 RESUMABLE_KEYS += ("train.sample_every", "train.precision", "train.compile", "train.channels_last")
 RESUMABLE_KEYS += ("train.deterministic",)
+# and the quality checks, which draw from their own generators
+RESUMABLE_KEYS += ("train.eval_every", "train.eval_n")
 # and the split of the batch, so a run can move between 1 process x N micro-batches and N ranks
 RESUMABLE_KEYS += ("train.micro_batches",)
 # images live in [-1, 1] already: the model sees them as they are
@@ -188,14 +192,16 @@ def fit_run(
     progress: bool,
     log: Log,
     write_samples: Callable[[Trainer], None] | None = None,
+    evaluate: Callable[[Trainer], dict[str, float]] | None = None,
     labels: Tensor | None = None,
 ) -> TrainResult:
     """The part every kind of run shares: a Trainer on the (encoded) data, restored from a
     checkpoint when one is given, config.json written by rank 0, the fit, and the pictures
-    at the end when none were written on the way (sample_every 0)."""
+    at the end when none were written on the way (sample_every 0). evaluate: the quality
+    check every cfg.train.eval_every steps (rank 0; the Trainer's on_eval)."""
     trainer = Trainer(
         model, loss_fn, data, cfg.train, out, cfg.to_dict(), progress=progress,
-        on_sample=write_samples, labels=labels,
+        on_sample=write_samples, on_eval=evaluate, labels=labels,
     )  # fmt: skip
     if tensors is not None and meta is not None:
         trainer.restore(tensors, meta, str(resumed_from))

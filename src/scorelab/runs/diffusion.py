@@ -158,8 +158,42 @@ def train_diffusion(
         cfg, model, loss_fn, normalizer_of(cfg).encode(data), out, tensors, meta,
         resumed_from=out / CHECKPOINT, progress=progress, log=log,
         write_samples=write_samples if images and pictures else None,
+        evaluate=quality_check(cfg, process, out, log=log) if cfg.train.eval_every else None,
         labels=labels if cfg.conditional else None,
     )  # fmt: skip
+
+
+# the quality check while training (--eval-every): a fast sampler at few steps
+EVAL_SAMPLING = {"sampler": "dpm-solver++", "steps": 20}
+
+
+def quality_check(
+    cfg: RunConfig, process, out: Path, *, log: Callable[[str], None] = print
+) -> Callable[[Trainer], dict[str, float]]:
+    """The trainer's on_eval: FD and its floor (reports.metrics.FDProbe) of cfg.train.eval_n
+    samples of the EMA weights, drawn with EVAL_SAMPLING from fixed seeds, so every check of a
+    run (and of its resumed copy) sees the same noise."""
+    from scorelab.reports.metrics import FDProbe, draw_samples
+    from scorelab.training.distributed import world
+
+    if world()[0] != 0:  # rank 0 checks; the others wait for it
+        return lambda trainer: {}
+    probe = FDProbe(cfg, out, cfg.train.eval_n, log=log)
+    log(
+        f"quality checks every {cfg.train.eval_every} steps: FD of {probe.n} EMA samples "
+        f"({EVAL_SAMPLING['sampler']}, {EVAL_SAMPLING['steps']} steps) in {probe.space}; "
+        f"floor {probe.floor:.4g}"
+    )
+
+    def evaluate(trainer: Trainer) -> dict[str, float]:
+        model = build_model_for(cfg, process)
+        model.load_state_dict({k: v.detach().cpu() for k, v in trainer.ema.state_dict().items()})
+        run = Run(out, cfg, model.eval(), process, normalizer_of(cfg), trainer.step)
+        steps = min(EVAL_SAMPLING["steps"], process.default_steps)
+        samples = draw_samples(run, probe.n, seed=0, sampler=EVAL_SAMPLING["sampler"], steps=steps)
+        return probe(samples)
+
+    return evaluate
 
 
 def fit_model_to_data(

@@ -50,6 +50,9 @@ METRICS = "metrics.csv"
 # diverging (0/1, spikes.py) came last, after the first six: readers look columns up by name
 RUN_FILES = (CHECKPOINT, PREVIOUS, METRICS)  # what a Trainer writes in its run directory
 COLUMNS = ["step", "loss", "grad_norm", "lr", "bad_steps", "seconds", "diverging"]
+# the quality checks' columns (on_eval, cfg.eval_every): blank in rows without one
+EVAL_COLUMNS = ["fd", "fd_floor"]
+COLUMNS += EVAL_COLUMNS
 # what rank 0 all-reduces in place of a signal number when a write failed: above them all
 WRITE_FAILED = 1000
 
@@ -139,6 +142,7 @@ class Trainer:
         *,
         progress: bool = True,
         on_sample: Callable[[Trainer], None] | None = None,
+        on_eval: Callable[[Trainer], dict[str, float]] | None = None,
         labels: Tensor | None = None,
     ) -> None:
         cfg.validate()
@@ -163,6 +167,9 @@ class Trainer:
         self.model, self.loss_fn, self.data, self.cfg = model, loss_fn, data.to(self.device), cfg
         self.run_dir, self.config, self.progress = Path(run_dir), config, progress
         self.on_sample = on_sample
+        if cfg.eval_every and on_eval is None:
+            raise ScorelabError("--eval-every: this kind of run has no quality check")
+        self.on_eval = on_eval
         self.labels = labels.to(self.device) if labels is not None else None
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.ema = EMA(model, cfg.ema_decay)
@@ -187,6 +194,7 @@ class Trainer:
         self._row_step: int | None = None  # the step of metrics.csv's last row
         self._saved_step: int | None = None  # the step of this trainer's last checkpoint
         self._drop_row = False  # the restored step's row was written at a stop: provisional
+        self._last_fd: float | None = None  # the progress bar's latest quality check
 
     # -- checkpoint state --------------------------------------------------------------
     def state(self, partial_row: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -347,9 +355,13 @@ class Trainer:
                     elapsed = all_reduce_mean([time.perf_counter() - start], self.device)[0]
                 last = self.step == cfg.steps or (capped and elapsed >= cfg.max_seconds)
                 self.stopping = last  # on_sample may draw more at the run's last step
+                checked = {}
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or last):
+                    checked, pause = self._evaluate()
+                    start += pause  # the clock and the time cap count training only
                 if self.step % cfg.log_every == 0 or last:
                     self.seconds = time.perf_counter() - start
-                    self._log(writer, lr, bar)
+                    self._log(writer, lr, bar, checked)
                 if self.rank == 0 and (self.step % cfg.ckpt_every == 0 or last):
                     self.seconds = time.perf_counter() - start
                     f.flush()
@@ -399,6 +411,24 @@ class Trainer:
         self.stopping = True
         all_reduce_max(0.0, self.device)  # a barrier: no rank exits before the checkpoint exists
         raise Preempted(self.step, checkpoint, signum, rank=self.rank, error=error)
+
+    def _evaluate(self) -> tuple[dict[str, float], float]:
+        """Rank 0's quality check at this step, and the seconds it took (every rank gets them,
+        to leave them out of its clock). torch's global generators are restored after it, so
+        the run goes on exactly as without it."""
+        began, checked = time.perf_counter(), {}
+        if self.rank == 0 and self.on_eval is not None:
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                checked = self.on_eval(self)
+            unknown = set(checked) - set(EVAL_COLUMNS)
+            if unknown:
+                raise ScorelabError(f"a quality check returned unknown columns {sorted(unknown)}")
+            if self.progress and checked:
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in checked.items())
+                tqdm.write(f"step {self.step}: {shown}")
+        pause = all_reduce_max(time.perf_counter() - began, self.device)
+        return checked, pause
 
     def _write_failed(self, what: str, error: OSError) -> CheckpointError:
         """One line for a write that failed (disk full, I/O error, read-only folder): the
@@ -479,7 +509,9 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         return clip_grad_norm(params, self.cfg.grad_clip)
 
-    def _log(self, writer: csv.DictWriter | None, lr: float, bar: tqdm) -> None:
+    def _log(
+        self, writer: csv.DictWriter | None, lr: float, bar: tqdm, checked: dict | None = None
+    ) -> None:
         total, count, grad_total = self.window
         mean = total / count if count else float("nan")
         self._row_step = self.step
@@ -495,9 +527,14 @@ class Trainer:
                 "bad_steps": self.bad_steps,
                 "seconds": f"{self.seconds:.3f}",
                 "diverging": int(self.spikes.diverging),
+                **{k: f"{v:.6g}" for k, v in (checked or {}).items()},
             }
         )
         flag = {"diverging": "yes"} if self.spikes.diverging else {}
+        if checked and "fd" in checked:
+            self._last_fd = checked["fd"]
+        if self._last_fd is not None:
+            flag["fd"] = f"{self._last_fd:.3g}"
         bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2g}", **flag, refresh=False)
         self.window = [0.0, 0, 0.0]
 
