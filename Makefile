@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow mutate lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-guidance bench-vae clean
+.PHONY: demo test test-slow mutate lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-fashion bench-guidance bench-vae clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ bench-likelihood: $(BIN)/scorelab
 # digits needs scikit-learn; the diffusers peer is optional (.[bench]); --budget 600 by default
 bench-digits: $(BIN)/scorelab
 	$(BIN)/python benchmarks/digits.py
+
+# Fashion-MNIST, scorelab vs diffusers at --budget 1200 s each (about 2 hours); needs the
+# dataset-fashion-mnist package (sudo apt-get install dataset-fashion-mnist) and the bench
+# extra (.venv/bin/pip install -e '.[bench]': diffusers)
+bench-fashion: $(BIN)/scorelab
+	$(BIN)/python benchmarks/fashion.py
 
 # guidance on digits (needs scikit-learn); --budget 900 --per-class 100 by default
 bench-guidance: $(BIN)/scorelab

@@ -34,7 +34,6 @@ grids go beside it.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import datetime
 import math
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _images import count_params, peer_sample, peer_unet, train_peer_loop  # noqa: E402
 from _machine import cpu_model  # noqa: E402
 
 from scorelab.config import RunConfig, apply_overrides  # noqa: E402
@@ -166,51 +166,14 @@ def speed(x: torch.Tensor, steps: int, threads: int) -> list[tuple[str, float, s
 def train_peer(x: torch.Tensor, budget: float, seed: int = 0, max_steps: int | None = None):
     """diffusers' UNet2DModel + DDPMScheduler, the same recipe, for budget seconds (or
     max_steps steps)."""
-    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-
     torch.manual_seed(seed)
-    net = UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1,
-    )  # fmt: skip
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
-    ema = copy.deepcopy(net).requires_grad_(False)
-    g = torch.Generator().manual_seed(seed)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < budget and (max_steps is None or steps < max_steps):
-        for group in opt.param_groups:
-            group["lr"] = LR * min(1.0, (steps + 1) / WARMUP)
-        x0 = x[torch.randint(x.shape[0], (BATCH,), generator=g)]
-        t = torch.randint(0, 1000, (BATCH,), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
-        loss = torch.nn.functional.mse_loss(net(scheduler.add_noise(x0, eps, t), t).sample, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
-        opt.step()
-        decay = min(EMA, (1 + steps) / (10 + steps))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
-                pe.lerp_(p, 1 - decay)
-        steps += 1
-    seconds = time.perf_counter() - start
-    params = sum(p.numel() for p in net.parameters())
+    net = peer_unet(MODEL, 8)
+    trained = train_peer_loop(net, x, budget, _RECIPE.train, seed=seed, max_steps=max_steps)
 
-    @torch.no_grad()
     def sample(n: int) -> torch.Tensor:
-        ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
-        ddim.set_timesteps(SAMPLE_STEPS)
-        parts = []
-        for i in range(0, n, 500):
-            xt = torch.randn((min(500, n - i), 1, 8, 8), generator=torch.Generator().manual_seed(i))
-            for t in ddim.timesteps:
-                xt = ddim.step(ema(xt, t).sample, t, xt).prev_sample
-            parts.append(xt.clamp(-1, 1))
-        return torch.cat(parts)
+        return peer_sample(trained.ema, n, (1, 8, 8), "ddim", SAMPLE_STEPS)
 
-    return steps, seconds, params, sample
+    return trained.steps, trained.seconds, count_params(net), sample
 
 
 def speed_race(x: torch.Tensor, data: str, repeats: int, steps: int) -> str:
