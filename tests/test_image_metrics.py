@@ -405,3 +405,23 @@ def test_the_feature_classifier_scores_its_test_images_in_batches(monkeypatch):
     with torch.no_grad():
         whole = float((forward(model, x_test).argmax(1) == labels_test).float().mean())
     assert accuracy == pytest.approx(whole, abs=1e-6)
+
+
+@pytest.mark.parametrize("epochs, max_steps, steps", [(3, 1000, 15), (60, 7, 7)])
+def test_the_feature_classifier_trains_epochs_or_max_steps_whichever_is_fewer(
+    monkeypatch, epochs, max_steps, steps
+):
+    """640 images in batches of 128 are 5 steps an epoch: 3 epochs make 15 steps, and 60
+    epochs (300 steps) stop at max_steps (on Fashion-MNIST's 10,000: 2000 of 4,680)."""
+    from scorelab.evaluation.features import MAX_STEPS, train_classifier
+
+    assert MAX_STEPS == 2000
+    calls = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam, "step", lambda self, *a, **k: calls.append(1) or step(self, *a, **k)
+    )
+    x = torch.randn(640, 1, 8, 8, generator=_gen(30))
+    labels = torch.randint(3, (640,), generator=_gen(31))
+    train_classifier(x, labels, x[:10], labels[:10], epochs=epochs, max_steps=max_steps)
+    assert len(calls) == steps

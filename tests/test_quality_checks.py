@@ -215,3 +215,27 @@ def test_fd_curve_needs_checks(tmp_path):
     csv_path.write_text("step,loss,seconds,fd,fd_floor\n5,1.0,0.5,3.0,0.1\n10,0.5,1.0,2.0,0.1\n")
     assert fd_curve(csv_path, tmp_path / "fd.png") == tmp_path / "fd.png"
     assert (tmp_path / "fd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "shape, n, batches",
+    [((1, 28, 28), 130, [63, 63, 4]), ((2,), 1200, [500, 500, 200]), ((3, 64, 64), 20, [16, 4])],
+)
+def test_samples_are_drawn_in_batches_of_about_fifty_thousand_numbers(shape, n, batches):
+    """draw_samples' default batch: at most 500 examples and about 50,000 numbers (28x28: 63;
+    at least 16), each batch seeded by the samples drawn before it."""
+    from scorelab.reports.metrics import draw_samples
+
+    class Run:
+        def __init__(self):
+            self.shape, self.calls = shape, []
+
+        def sample(self, size, *, seed, sampler, steps):
+            self.calls.append((size, seed))
+            return torch.full((size, *shape), float(seed)), None
+
+    run = Run()
+    x = draw_samples(run, n, seed=5, sampler="ddim", steps=3)
+    assert [c[0] for c in run.calls] == batches
+    assert [c[1] for c in run.calls] == [5 + sum(batches[:i]) for i in range(len(batches))]
+    assert x.shape == (n, *shape)

@@ -24,6 +24,10 @@ from scorelab.errors import ScorelabError
 from scorelab.files import atomic_path
 
 FEATURES = "features.safetensors"
+# the classifier's training steps at most: 60 epochs of digits' 899 reference images are 420
+# steps; on Fashion-MNIST's 10,000, 2000 steps (about a minute on 2 cores) reach a test
+# accuracy of about 0.89, against 0.90 after all 60 epochs (4,680 steps, about 4 minutes)
+MAX_STEPS = 2000
 FeatureFn = Callable[[Tensor], Tensor]
 
 
@@ -65,14 +69,16 @@ def train_classifier(
     epochs: int = 60,
     batch_size: int = 128,
     seed: int = 0,
+    max_steps: int = MAX_STEPS,
 ) -> tuple[Classifier, float]:
-    """Adam on cross-entropy with small shifts as augmentation; (model, test accuracy)."""
+    """Adam on cross-entropy with small shifts as augmentation, for epochs passes over x or
+    max_steps steps, whichever is fewer; (model, test accuracy)."""
     torch.manual_seed(seed)
     classes = int(max(labels.max(), labels_test.max())) + 1
     model = Classifier(x.shape[1], classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
-    steps = epochs * max(1, x.shape[0] // batch_size)
+    steps = min(epochs * max(1, x.shape[0] // batch_size), max_steps)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps)
     model.train()
     for _ in range(steps):

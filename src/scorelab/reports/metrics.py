@@ -14,6 +14,7 @@ energy, mmd) or "inception" (fid).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -130,8 +131,18 @@ class FDProbe:
         return {"fd": self._fd(self.features(samples)), "fd_floor": self.floor}
 
 
-def draw_samples(run, n: int, *, seed: int, sampler: str, steps: int | None, batch: int = 500):
-    """n samples from a run in the data's own units, drawn in batches."""
+# a sampling batch holds about this many numbers per tensor: on a CPU, 28x28 images sample
+# 1.9x faster per image in batches of 50 than of 500 (the activations stay in cache)
+BATCH_NUMBERS = 50_000
+
+
+def draw_samples(
+    run, n: int, *, seed: int, sampler: str, steps: int | None, batch: int | None = None
+):
+    """n samples from a run in the data's own units, drawn in batches (None: up to 500
+    examples and about BATCH_NUMBERS numbers a batch)."""
+    if batch is None:
+        batch = min(500, max(16, BATCH_NUMBERS // math.prod(run.shape)))
     parts, drawn = [], 0
     while drawn < n:
         size = min(batch, n - drawn)
