@@ -216,18 +216,31 @@ def _sample_images(args: argparse.Namespace, run) -> int:
         raise ScorelabError(
             f"--out must end in .npy, .png or .gif for an image run, got {args.out}"
         )
+    import torch
+
+    from scorelab.reports.metrics import sampling_batch
+
+    # a GIF records one trajectory; VAE latents are one array: one batch. Else batches of
+    # sampling_batch images, seeded like eval's (seed + images drawn before), which on a CPU
+    # sample 28x28 images 1.9x faster per image than one batch of 1000
+    whole = suffix == ".gif" or bool(args.vae_options)
+    batch = args.n if whole else sampling_batch(run.shape)
     t0 = time.perf_counter()
-    x, result = run.sample(
-        args.n,
-        seed=args.seed,
-        sampler=args.sampler,
-        steps=args.steps,
-        spacing=args.spacing,
-        record_trajectory=suffix == ".gif",
-        **_guidance(args),
-        **_sampler_options(args),
-        **args.vae_options,
-    )
+    parts = []
+    for start in range(0, args.n, batch):
+        x, result = run.sample(
+            min(batch, args.n - start),
+            seed=args.seed + start,
+            sampler=args.sampler,
+            steps=args.steps,
+            spacing=args.spacing,
+            record_trajectory=suffix == ".gif",
+            **_guidance(args),
+            **_sampler_options(args),
+            **args.vae_options,
+        )
+        parts.append(x)
+    x = torch.cat(parts)
     seconds = time.perf_counter() - t0
     written = [args.out]
     try:

@@ -32,7 +32,6 @@ from scorelab.evaluation.features import (
     pixel_features,
 )
 from scorelab.evaluation.registry import METRICS, default_metrics
-from scorelab.runs import is_image
 
 # below this many samples FD and KID are biased or noisy enough that the label says so
 SMALL_N = 1000
@@ -68,6 +67,12 @@ def split_official(train: ImageSet, test: ImageSet, size: int = HELD_OUT_REFEREN
     pick = torch.randperm(train.x.shape[0], generator=torch.Generator().manual_seed(seed))[:size]
     labels = None if train.labels is None else train.labels[pick]
     return train.x[pick], test.x, labels, test.labels
+
+
+def is_image(cfg) -> bool:
+    """Whether a run models images: what it was trained on is image data (this module is
+    imported by the runs it reports on, so it asks the data, not scorelab.runs)."""
+    return cfg.data is not None and is_image_source(cfg.data)
 
 
 def reference_sets(cfg, data: str | None = None, *, log: Callable[[str], None] = print):
@@ -136,13 +141,19 @@ class FDProbe:
 BATCH_NUMBERS = 50_000
 
 
+def sampling_batch(shape: Sequence[int]) -> int:
+    """Examples per sampling batch for examples of this shape: up to 500 and about
+    BATCH_NUMBERS numbers (at least 16)."""
+    return min(500, max(16, BATCH_NUMBERS // math.prod(shape)))
+
+
 def draw_samples(
     run, n: int, *, seed: int, sampler: str, steps: int | None, batch: int | None = None
 ):
     """n samples from a run in the data's own units, drawn in batches (None: up to 500
     examples and about BATCH_NUMBERS numbers a batch)."""
     if batch is None:
-        batch = min(500, max(16, BATCH_NUMBERS // math.prod(run.shape)))
+        batch = sampling_batch(run.shape)
     parts, drawn = [], 0
     while drawn < n:
         size = min(batch, n - drawn)
