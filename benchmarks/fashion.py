@@ -77,7 +77,6 @@ from _machine import cpu_model  # noqa: E402
 
 from scorelab.build import build_image_data, build_model_for, build_process  # noqa: E402
 from scorelab.config import RunConfig, apply_overrides  # noqa: E402
-from scorelab.errors import ScorelabError  # noqa: E402
 from scorelab.evaluation.images import save_image_grid  # noqa: E402
 from scorelab.nn.unet import norm_groups  # noqa: E402
 from scorelab.presets import config_file_overrides, image_defaults  # noqa: E402
@@ -106,13 +105,7 @@ def final_samplers(ddpm_steps: int) -> dict[str, int]:
 
 def preset_overrides() -> tuple[dict, str]:
     """The Fashion preset on the image defaults, and how the report names it."""
-    try:
-        preset = config_file_overrides(PRESET)
-    except ScorelabError:  # not installed yet: the digits preset's recipe, labelled as such
-        print(f"no {PRESET} preset: falling back on the digits preset's recipe", flush=True)
-        return {**image_defaults(), **config_file_overrides("digits")}, (
-            f"FALLBACK: no {PRESET} preset was installed, the digits preset's recipe"
-        )
+    preset = config_file_overrides(PRESET)
     return {**image_defaults(), **preset}, f"the {PRESET} preset (configs/{PRESET}.json)"
 
 
