@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,diffusers]"
 	touch $(BIN)/scorelab
 
 demo: $(BIN)/scorelab

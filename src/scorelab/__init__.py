@@ -16,6 +16,16 @@ from scorelab.samplers import SAMPLERS, SampleResult, sample
 
 __version__ = "0.1.0"
 
+
+def load_diffusers(path):  # type: ignore[no-untyped-def]
+    """A local diffusers DDPM pipeline folder (or a bare UNet2DModel folder with its
+    scheduler config) as a scorelab run: the same eps_fn, schedule and sample(...) as a
+    loaded scorelab run (scorelab.runs.diffusers.load_diffusers; needs diffusers)."""
+    from scorelab.runs.diffusers import load_diffusers as load
+
+    return load(path)
+
+
 __all__ = [
     "SAMPLERS",
     "DiscreteSchedule",
@@ -26,6 +36,7 @@ __all__ = [
     "convert",
     "from_denoiser",
     "from_score",
+    "load_diffusers",
     "make_schedule",
     "q_posterior",
     "q_sample",

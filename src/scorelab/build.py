@@ -56,7 +56,7 @@ def build_model(cfg: ModelConfig, schedule_T: int, *, time_span: float | None = 
     learned = cfg.variance == "learned"  # the network also outputs the variance's v
     span = schedule_T if time_span is None else time_span
     if cfg.name == "unet":
-        return UNet(
+        return _unet(
             cfg.in_channels,
             cfg.image_size,
             cfg.channels,
@@ -68,6 +68,7 @@ def build_model(cfg: ModelConfig, schedule_T: int, *, time_span: float | None = 
             out_channels=2 * cfg.in_channels if learned else None,
             num_classes=cfg.num_classes,
             norm_group_size=cfg.norm_group_size,
+            norm_groups=cfg.norm_groups,
         )
     out_dim = 2 * cfg.dim if learned else cfg.dim
     return MLP(
@@ -78,6 +79,13 @@ def build_model(cfg: ModelConfig, schedule_T: int, *, time_span: float | None = 
         out_dim=out_dim,
         num_classes=cfg.num_classes,
     )
+
+
+def _unet(*args, **kwargs) -> UNet:
+    try:
+        return UNet(*args, **kwargs)
+    except ValueError as e:  # a width the groups do not divide, ...: the message says which
+        raise ScorelabError(f"U-Net: {e}") from None
 
 
 def build_vae(cfg: ModelConfig) -> VAE:
@@ -159,7 +167,17 @@ def prediction_of(objective: str) -> Prediction:
 
 def build_data(cfg: RunConfig) -> torch.Tensor:
     """The training data in its own units, (N, d)."""
+    check_has_data(cfg)
     return load_dataset(cfg.data, cfg.n_data, seed=cfg.train.seed)
+
+
+def check_has_data(cfg: RunConfig) -> None:
+    """A run's own data is named in its config; a model opened from elsewhere (diffusers)
+    records none, and commands that need data ask for --data."""
+    if cfg.data is None:
+        raise ScorelabError(
+            "this model records no training data (it was not trained by scorelab): pass --data"
+        )
 
 
 def build_eps_fn(model: nn.Module, cfg: RunConfig, schedule: DiscreteSchedule | SDE) -> EpsFn:
@@ -177,20 +195,27 @@ def build_score_fn(model: nn.Module, cfg: RunConfig, sde: SDE) -> ScoreFn:
 
 
 def build_eps_and_variance(
-    model: nn.Module, cfg: RunConfig, schedule: DiscreteSchedule | SDE
+    model: nn.Module,
+    cfg: RunConfig,
+    schedule: DiscreteSchedule | SDE,
+    *,
+    clip: float | None | str = "images",
 ) -> tuple[EpsFn, Variance | VarianceFn]:
     """The eps_fn to sample and evaluate with, and the reverse variance ("beta_tilde", "beta"
-    or the learned VarianceFn, sharing one network call per (x, t))."""
+    or the learned VarianceFn, sharing one network call per (x, t)). clip: clip the implied
+    x0 to [-clip, clip] (None: never); "images": to [-1, 1] for U-Net runs only."""
     check_variance(cfg.model.variance)
     if cfg.model.variance != "learned":
         eps_fn, variance = build_eps_fn(model, cfg, schedule), MODEL_VARIANCES[cfg.model.variance]
     else:
         prediction_fn, variance = split_learned_variance(model)
         eps_fn = as_eps_fn(prediction_fn, schedule, prediction_of(cfg.objective))
-    if cfg.model.name == "unet":
+    if clip == "images":
         # images live in [-1, 1]: clip the implied x0 when sampling, as DDPM's sampler and
         # diffusers' clip_sample do (training uses the raw network)
-        eps_fn = clip_x0(eps_fn, schedule, -1.0, 1.0)
+        clip = 1.0 if cfg.model.name == "unet" else None
+    if clip is not None:
+        eps_fn = clip_x0(eps_fn, schedule, -float(clip), float(clip))
     return eps_fn, variance
 
 
@@ -211,6 +236,7 @@ def sample_shape(cfg: ModelConfig, n: int) -> tuple[int, ...]:
 def build_image_data(cfg: RunConfig) -> ImageSet:
     """The training images (N, C, S, S) in [-1, 1] with their labels, if any (a named data
     set with official splits: its train split)."""
+    check_has_data(cfg)
     return load_images(cfg.data, cfg.image_size, data_dir=cfg.data_dir)
 
 

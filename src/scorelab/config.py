@@ -136,6 +136,14 @@ class UNetConfig:
         "with 0)",
         rule=NONNEG_INT,
     )
+    norm_groups: int = setting(
+        0,
+        "--norm-groups",
+        "U-Net GroupNorm: exactly this many groups in every layer, dividing every width "
+        "(diffusers' norm_num_groups: a run exports to diffusers only with one number of "
+        "groups); 0: the --norm-group-size rule",
+        rule=NONNEG_INT,
+    )
     variance: str = _variance()
     num_classes: int = 0  # as MLPConfig's
 

@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         k=args.k,
         seed=args.seed,
+        data=args.data,
         log=print,
     )
     print(f"wrote {' and '.join(map(str, paths))}")
@@ -52,4 +53,8 @@ def register(sub) -> None:
     )
     p.add_argument("--k", type=positive_int, default=16, help="vae: IWAE samples (default: 16)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed (default: 0)")
+    p.add_argument(
+        "--data",
+        help="the data of runs that record none (a diffusers folder): a data set name or path",
+    )
     p.set_defaults(handler=run)

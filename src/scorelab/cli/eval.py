@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_eval_nll(args: argparse.Namespace) -> int:
+    from scorelab.build import check_has_data
     from scorelab.data import DATASETS, check_array, load_dataset, load_images
     from scorelab.evaluation import vlb_breakdown
     from scorelab.runs import is_image, kind_of, load_run
@@ -195,6 +196,8 @@ def _run_eval_nll(args: argparse.Namespace) -> int:
     args.seed = 1 if args.seed is None else args.seed
     run = load_run(args.run_dir, weights=args.weights)
     name = run.config.data if args.data is None else args.data
+    if name is None:
+        check_has_data(run.config)
     if is_image(run.config):
         data = load_images(name, run.config.model.image_size, data_dir=run.config.data_dir).x
         data = data if args.n is None else data[: args.n]

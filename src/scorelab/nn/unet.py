@@ -33,19 +33,34 @@ def norm_groups(channels: int, group_size: int = NORM_GROUP_SIZE) -> int:
     return max(fits, default=1)
 
 
-def group_norm(channels: int, group_size: int = NORM_GROUP_SIZE) -> nn.GroupNorm:
+def group_norm(channels: int, group_size: int = NORM_GROUP_SIZE, groups: int = 0) -> nn.GroupNorm:
+    """GroupNorm by the group-size rule (norm_groups), or with exactly `groups` groups in
+    every layer when groups > 0 (diffusers' norm_num_groups: what an exported U-Net needs)."""
+    if groups > 0:
+        if channels % groups:
+            raise ValueError(
+                f"{channels} channels cannot be split into {groups} GroupNorm groups; choose "
+                "a number of groups that divides every layer's width"
+            )
+        return nn.GroupNorm(groups, channels)
     return nn.GroupNorm(norm_groups(channels, group_size), channels)
 
 
 class ResBlock(nn.Module):
     def __init__(
-        self, c_in: int, c_out: int, temb: int, dropout: float, group_size: int = NORM_GROUP_SIZE
+        self,
+        c_in: int,
+        c_out: int,
+        temb: int,
+        dropout: float,
+        group_size: int = NORM_GROUP_SIZE,
+        groups: int = 0,
     ) -> None:
         super().__init__()
-        self.norm1 = group_norm(c_in, group_size)
+        self.norm1 = group_norm(c_in, group_size, groups)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.temb = nn.Linear(temb, c_out)
-        self.norm2 = group_norm(c_out, group_size)
+        self.norm2 = group_norm(c_out, group_size, groups)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -61,9 +76,9 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Single-head self-attention over the H*W positions, residual."""
 
-    def __init__(self, channels: int, group_size: int = NORM_GROUP_SIZE) -> None:
+    def __init__(self, channels: int, group_size: int = NORM_GROUP_SIZE, groups: int = 0) -> None:
         super().__init__()
-        self.norm = group_norm(channels, group_size)
+        self.norm = group_norm(channels, group_size, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
 
@@ -92,6 +107,7 @@ class UNet(nn.Module):
         out_channels: int | None = None,
         num_classes: int = 0,
         norm_group_size: int = NORM_GROUP_SIZE,
+        norm_groups: int = 0,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
@@ -104,7 +120,7 @@ class UNet(nn.Module):
             )
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        temb, g = 4 * channels, norm_group_size
+        temb, g = 4 * channels, (norm_group_size, norm_groups)
         self.time = nn.Sequential(
             TimeEmbedding(channels, time_scale), nn.SiLU(), nn.Linear(channels, temb)
         )
@@ -114,10 +130,10 @@ class UNet(nn.Module):
         widths, c, res = [channels], channels, image_size
         for level, mult in enumerate(channel_mult):
             for _ in range(res_blocks):
-                block = nn.ModuleList([ResBlock(c, channels * mult, temb, dropout, g)])
+                block = nn.ModuleList([ResBlock(c, channels * mult, temb, dropout, *g)])
                 c = channels * mult
                 if res in attn_resolutions:
-                    block.append(Attention(c, g))
+                    block.append(Attention(c, *g))
                 self.down.append(block)
                 widths.append(c)
             if level < levels - 1:
@@ -125,16 +141,16 @@ class UNet(nn.Module):
                 widths.append(c)
                 res //= 2
         self.mid = nn.ModuleList(
-            [ResBlock(c, c, temb, dropout, g), Attention(c, g), ResBlock(c, c, temb, dropout, g)]
+            [ResBlock(c, c, temb, dropout, *g), Attention(c, *g), ResBlock(c, c, temb, dropout, *g)]
         )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(res_blocks + 1):
                 skip = widths.pop()
-                block = nn.ModuleList([ResBlock(c + skip, channels * mult, temb, dropout, g)])
+                block = nn.ModuleList([ResBlock(c + skip, channels * mult, temb, dropout, *g)])
                 c = channels * mult
                 if res in attn_resolutions:
-                    block.append(Attention(c, g))
+                    block.append(Attention(c, *g))
                 self.up.append(block)
             if level > 0:
                 self.up.append(
@@ -145,7 +161,7 @@ class UNet(nn.Module):
                 res *= 2
         out_channels = in_channels if out_channels is None else out_channels
         self.out = nn.Sequential(
-            group_norm(c, g), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1)
+            group_norm(c, *g), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1)
         )
         # start as the zero function, as DDPM does: the first losses are those of predicting 0
         nn.init.zeros_(self.out[-1].weight)

@@ -113,7 +113,7 @@ def _stems(names: list[str]) -> list[str]:
     return stems
 
 
-def _load_all(run_dirs: Sequence[Path]) -> list:
+def _load_all(run_dirs: Sequence[Path], data: str | None = None) -> list:
     if not run_dirs:
         raise ScorelabError("give at least one run directory")
     runs = []
@@ -125,6 +125,12 @@ def _load_all(run_dirs: Sequence[Path]) -> list:
             runs.append(load_run(d))
         except ScorelabError as e:
             raise CheckpointError(f"cannot load {d}: {e}") from None
+        if runs[-1].config.data is None:  # a model from elsewhere (diffusers): judged on data
+            if data is None:
+                raise ScorelabError(
+                    f"{d} records no training data (it was not trained by scorelab): pass --data"
+                )
+            runs[-1].config = runs[-1].config.replace(data=data)
     datasets = {
         (r.config.data, r.config.model.image_size if is_image(r.config) else 0) for r in runs
     }
@@ -146,14 +152,16 @@ def compare_runs(
     steps: int = 50,
     k: int = 16,
     seed: int = 0,
+    data: str | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Path, Path]:
-    """Write out/index.html and out/report.md comparing the runs; returns their paths."""
+    """Write out/index.html and out/report.md comparing the runs; returns their paths. data:
+    the data set of runs that record none (models opened from a diffusers folder)."""
     from scorelab.reports.metrics import evaluate_metrics
 
     if n < 2:
         raise ScorelabError(f"--n must be >= 2, got {n}")
-    runs = _load_all([Path(d) for d in run_dirs])
+    runs = _load_all([Path(d) for d in run_dirs], data)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -71,8 +71,11 @@ def split_official(train: ImageSet, test: ImageSet, size: int = HELD_OUT_REFEREN
 
 def is_image(cfg) -> bool:
     """Whether a run models images: what it was trained on is image data (this module is
-    imported by the runs it reports on, so it asks the data, not scorelab.runs)."""
-    return cfg.data is not None and is_image_source(cfg.data)
+    imported by the runs it reports on, so it asks the data, not scorelab.runs); a model
+    that records no data (opened from diffusers) is a U-Net on images."""
+    if cfg.data is None:
+        return cfg.model.name == "unet"
+    return is_image_source(cfg.data)
 
 
 def reference_sets(cfg, data: str | None = None, *, log: Callable[[str], None] = print):

@@ -26,6 +26,7 @@ from scorelab.runs.base import (
     writing_run,
 )
 from scorelab.runs.classifier import CLASSIFIER, NoisyClassifier
+from scorelab.runs.diffusers import DiffusersRun, is_diffusers_dir, load_diffusers
 from scorelab.runs.diffusion import DIFFUSION, Run
 from scorelab.runs.vae import VAE_KIND, VAERun
 from scorelab.training.checkpoint import read_checkpoint
@@ -139,12 +140,17 @@ def _resume(out: Path, overrides: dict[str, object] | None, **options: Any) -> T
 
 def load_run(run_dir: Path | str, *, weights: str = "ema") -> Any:
     """A trained run from its directory, EMA weights by default: a Run (diffusion), a VAERun
-    (which samples and evaluates the same way) or a NoisyClassifier, as its config says."""
+    (which samples and evaluates the same way) or a NoisyClassifier, as its config says; a
+    local diffusers DDPM folder opens as a DiffusersRun (runs/diffusers.py)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     if weights not in ("ema", "raw"):
         raise ScorelabError("weights must be 'ema' or 'raw'")
+    if not (run_dir / CHECKPOINT).exists() and is_diffusers_dir(run_dir):
+        if weights != "ema":
+            raise ScorelabError(f"{run_dir} is a diffusers model: it holds one set of weights")
+        return load_diffusers(run_dir)
     config, state, meta = read_stored(run_dir, "ema/" if weights == "ema" else "model/")
     kind = kind_of(config)
     cfg = kind.config_type.from_dict(config)
@@ -155,6 +161,7 @@ __all__ = [
     "CHECKPOINT",
     "CONFIG",
     "KINDS",
+    "DiffusersRun",
     "RESUMABLE_KEYS",
     "NoisyClassifier",
     "Run",
@@ -162,6 +169,7 @@ __all__ = [
     "VAERun",
     "is_image",
     "kind_of",
+    "load_diffusers",
     "load_run",
     "resolve",
     "resume",

@@ -381,7 +381,7 @@ class Run:
 
     @property
     def eps_fn(self) -> EpsFn:
-        return build_eps_and_variance(self.model, self.config, self.schedule)[0]
+        return self.eps_and_variance()[0]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -480,7 +480,7 @@ class Run:
         if n < 1:
             raise ScorelabError(f"--n must be >= 1, got {n}")
         generator = torch.Generator().manual_seed(seed)
-        eps_fn, variance = build_eps_and_variance(self.model, self.config, self.schedule)
+        eps_fn, variance = self.eps_and_variance()
         if y is not None:
             eps_fn = self.guided_eps_fn(y, cfg=cfg, classifier=classifier, scale=scale)
         elif cfg is not None or classifier is not None:
