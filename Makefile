@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow mutate lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-fashion bench-guidance bench-vae clean
+.PHONY: demo test test-slow mutate lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-fashion bench-interop bench-guidance bench-vae clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ bench-digits: $(BIN)/scorelab
 # extra (.venv/bin/pip install -e '.[bench]': diffusers)
 bench-fashion: $(BIN)/scorelab
 	$(BIN)/python benchmarks/fashion.py
+
+# your diffusers checkpoint sampled with scorelab: a DDPMPipeline trained by diffusers' own loop
+# on digits (--budget 300 s), FD of diffusers' schedulers vs scorelab's samplers at NFE 10/20/50
+# and scorelab's ODE likelihood (about 15 minutes); needs the diffusers extra (.[diffusers],
+# which the venv rule installs) and scikit-learn
+bench-interop: $(BIN)/scorelab
+	$(BIN)/python benchmarks/interop.py
 
 # guidance on digits (needs scikit-learn); --budget 900 --per-class 100 by default
 bench-guidance: $(BIN)/scorelab

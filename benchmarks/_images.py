@@ -1,4 +1,4 @@
-"""What the image benchmarks share (digits.py, fashion.py): the diffusers peer.
+"""What the image benchmarks share (digits.py, fashion.py, interop.py): the diffusers peer.
 
 The peer is diffusers' UNet2DModel shaped like scorelab's U-Net (the same widths, blocks per
 level and attention resolutions, so about the same parameter count), trained by its own loop
@@ -17,9 +17,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-# diffusers' samplers by scorelab's names; DDPM and DDIM clip the predicted x0 to [-1, 1]
-# (their defaults), DPM-Solver++ does not (thresholding off, its default)
-PEER_SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
+# diffusers' samplers: by scorelab's names where scorelab has the method (ddpm, ddim,
+# dpm-solver++), by diffusers' otherwise (unipc: UniPCMultistepScheduler, euler:
+# EulerDiscreteScheduler). DDPM and DDIM clip the predicted x0 to [-1, 1] (their defaults), the
+# others do not (thresholding off, their default)
+PEER_SAMPLERS = ("ddpm", "ddim", "dpm-solver++", "unipc", "euler")
+# the scheduler settings that define a trained model (its betas, what the network predicts,
+# its reverse variance, DDPM/DDIM's x0 clip): peer_scheduler keeps a folder's values of these
+# and leaves every other setting (timestep spacing, solver type, ...) at the scheduler's default
+MODEL_SCHEDULER_KEYS = (
+    "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+    "prediction_type", "variance_type", "clip_sample", "clip_sample_range", "thresholding",
+    "rescale_betas_zero_snr",
+)  # fmt: skip
 
 
 def peer_unet(model, image_size: int, *, in_channels: int = 1, norm_num_groups: int = 32):
@@ -44,19 +54,37 @@ def peer_unet(model, image_size: int, *, in_channels: int = 1, norm_num_groups: 
     )  # fmt: skip
 
 
-def peer_scheduler(sampler: str, steps: int, *, T: int = 1000):
-    """The diffusers scheduler of a sampler name (PEER_SAMPLERS), set to steps steps."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+def peer_scheduler(sampler: str, steps: int, *, T: int = 1000, config=None, **options):
+    """The diffusers scheduler of a sampler name (PEER_SAMPLERS), set to steps steps: on DDPM's
+    linear betas with T steps, or on the model settings (MODEL_SCHEDULER_KEYS) of config, a
+    pipeline's scheduler config; options go to the scheduler (solver_order=3, ...)."""
+    import inspect
+
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
 
     kinds = {
         "ddpm": DDPMScheduler,
         "ddim": DDIMScheduler,
         "dpm-solver++": DPMSolverMultistepScheduler,
+        "unipc": UniPCMultistepScheduler,
+        "euler": EulerDiscreteScheduler,
     }
     if sampler not in kinds:
         raise ValueError(f"unknown peer sampler {sampler!r}; choose from {', '.join(kinds)}")
-    options = {"clip_sample": True} if sampler in ("ddpm", "ddim") else {}
-    scheduler = kinds[sampler](num_train_timesteps=T, beta_schedule="linear", **options)
+    if config is None:
+        settings = {"num_train_timesteps": T, "beta_schedule": "linear"}
+        if sampler in ("ddpm", "ddim"):
+            settings["clip_sample"] = True
+    else:
+        takes = inspect.signature(kinds[sampler].__init__).parameters
+        settings = {k: config[k] for k in MODEL_SCHEDULER_KEYS if k in config and k in takes}
+    scheduler = kinds[sampler](**settings, **options)
     scheduler.set_timesteps(steps)
     return scheduler
 
@@ -64,18 +92,22 @@ def peer_scheduler(sampler: str, steps: int, *, T: int = 1000):
 @torch.no_grad()
 def peer_sample(
     net, n: int, shape: tuple[int, ...], sampler: str = "ddim", steps: int = 50, *,
-    seed: int = 0, batch: int = 500,
+    seed: int = 0, batch: int = 500, config=None, **options,
 ) -> torch.Tensor:  # fmt: skip
     """n samples (n, *shape) in [-1, 1] from a UNet2DModel, in batches; batch i starts from
-    the noise of seed + i (and an ancestral sampler draws from the same generator)."""
+    the noise of seed + i (and an ancestral sampler draws from the same generator). config and
+    options: peer_scheduler's. The noise is scaled by the scheduler's init_noise_sigma and the
+    network's input by its scale_model_input (identities except in Euler's sigma units)."""
     parts = []
     for i in range(0, n, batch):
-        scheduler = peer_scheduler(sampler, steps)  # fresh: the multistep ones keep state
+        # fresh: the multistep ones keep state
+        scheduler = peer_scheduler(sampler, steps, config=config, **options)
         g = torch.Generator().manual_seed(seed + i)
-        xt = torch.randn((min(batch, n - i), *shape), generator=g)
+        xt = torch.randn((min(batch, n - i), *shape), generator=g) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            options = {"generator": g} if sampler == "ddpm" else {}
-            xt = scheduler.step(net(xt, t).sample, t, xt, **options).prev_sample
+            extra = {"generator": g} if sampler == "ddpm" else {}
+            eps = net(scheduler.scale_model_input(xt, t), t).sample
+            xt = scheduler.step(eps, t, xt, **extra).prev_sample
         parts.append(xt.clamp(-1, 1))
     return torch.cat(parts)
 
@@ -192,6 +224,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 __all__ = [
+    "MODEL_SCHEDULER_KEYS",
     "PEER_SAMPLERS",
     "PeerTraining",
     "count_params",
