@@ -99,6 +99,19 @@ SCORELAB_SETS = (
     ("ddim", "ddim", {}, NFES),
     ("dpm-solver++, order 2", "dpm-solver++", {"order": 2}, NFES),
     ("dpm-solver++, order 3", "dpm-solver++", {"order": 3}, NFES),
+    # the grid uniform in t that diffusers' multistep solvers use (--spacing uniform)
+    (
+        "dpm-solver++, order 2, uniform grid",
+        "dpm-solver++",
+        {"order": 2, "spacing": "uniform"},
+        NFES,
+    ),
+    (
+        "dpm-solver++, order 3, uniform grid",
+        "dpm-solver++",
+        {"order": 3, "spacing": "uniform"},
+        NFES,
+    ),
     ("heun-edm", "heun-edm", {}, NFES),
     ("ddpm", "ddpm", {}, (50,)),
 )
@@ -444,8 +457,9 @@ def report(args, ctx, sets, floor, checks, nll) -> str:
         "Note: both sides sample the same network from the same noise; only the solver "
         "differs. The grids differ too: diffusers' DDIM and DDPM use 'leading' spacing, its "
         "DPM-Solver, UniPC and Euler 'linspace' (their defaults); scorelab's ddim and ddpm a "
-        "uniform grid from T, dpm-solver++ a grid uniform in log-SNR, heun-edm Karras' "
-        "sigma grid (rho = 7).",
+        "uniform grid from T, dpm-solver++ a grid uniform in log-SNR (its default) or, in the "
+        "rows so named, uniform in t (`--spacing uniform`, diffusers' linspace), heun-edm "
+        "Karras' sigma grid (rho = 7).",
         "",
     ]
     return "\n".join(lines)
