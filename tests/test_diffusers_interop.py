@@ -412,3 +412,18 @@ def test_a_scorelab_classifier_guides_an_imported_model(tmp_path, capsys, monkey
     cosine = save_pipeline(tmp_path / "c", tiny_unet(), beta_schedule="squaredcos_cap_v2")
     cli_fails(["sample", str(cosine), "--class", "3", "--classifier", str(cls), *out], capsys,
               "schedule")  # fmt: skip
+
+
+def test_compare_judges_a_diffusers_folder_on_the_data_given(exported, tmp_path, monkeypatch):
+    from scorelab.reports.compare import compare_runs
+
+    fake_sklearn(monkeypatch, n=60)
+    run, out = exported["plain"]
+    with pytest.raises(ScorelabError, match="pass --data"):
+        compare_runs([run.run_dir, out], tmp_path / "r", n=8, n_nll=0, steps=3, log=print)
+    _, md = compare_runs([run.run_dir, out], tmp_path / "r", n=8, n_nll=0, steps=3,
+                         data="digits", log=lambda _: None)  # fmt: skip
+    rows = [
+        line for line in md.read_text().splitlines() if line.startswith(("| plain", "| plain_"))
+    ]
+    assert any(out.name in line for line in rows) and any("| plain |" in line for line in rows)

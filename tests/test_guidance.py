@@ -125,3 +125,32 @@ def test_bad_guidance_input_is_rejected():
         classifier_free_guided(RING.cond_eps_fn(SCHEDULE), 0, scale=-0.5, null_label=4)
     with pytest.raises(ScorelabError, match="component"):
         RING.component(9)
+
+
+def test_classifier_gradient_checks_labels_and_logits_and_guides_at_scale_one():
+    """Exact small case: logits W x (two classes, W = [[1, 0], [0, 2]]) give
+    grad log softmax_y = W_y - sum_k p_k W_k; labels may come as floats, the last class is
+    C - 1, and the default guidance scale is 1: eps - sigma_t grad."""
+    from scorelab.samplers.guidance import classifier_guided, classifier_log_prob_grad
+
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+
+    def classifier_fn(x, t):
+        return x @ w.T
+
+    x = torch.tensor([[0.3, -0.2], [1.0, 0.5]], dtype=torch.float64)
+    t = torch.tensor([100.0, 100.0], dtype=torch.float64)
+    p = torch.softmax(x @ w.T, dim=1)
+    y = torch.tensor([1.0, 0.0])  # float labels are taken as class indices
+    expected = w[y.long()] - p @ w
+    torch.testing.assert_close(classifier_log_prob_grad(classifier_fn, x, t, y), expected)
+    with pytest.raises(ScorelabError, match=r"label out of range 0\.\.1$"):
+        classifier_log_prob_grad(classifier_fn, x, t, 2)
+    with pytest.raises(ScorelabError, match=r"labels must be an int or \(2,\), got \(3,\)"):
+        classifier_log_prob_grad(classifier_fn, x, t, torch.tensor([0, 1, 1]))
+    with pytest.raises(ScorelabError, match=r"logits \(B, classes\), got \(2,\)"):
+        classifier_log_prob_grad(lambda x, t: x.sum(1), x, t, 0)
+    s = make_schedule("linear")
+    sigma = (1 - s.alpha_bar(t)).sqrt()[:, None]
+    guided = classifier_guided(lambda x, t: torch.zeros_like(x), s, classifier_fn, y)
+    torch.testing.assert_close(guided(x, t), -sigma * expected)

@@ -425,3 +425,45 @@ def test_the_feature_classifier_trains_epochs_or_max_steps_whichever_is_fewer(
     labels = torch.randint(3, (640,), generator=_gen(31))
     train_classifier(x, labels, x[:10], labels[:10], epochs=epochs, max_steps=max_steps)
     assert len(calls) == steps
+
+
+def test_median_bandwidth_of_an_odd_number_of_entries_takes_one_pass(monkeypatch):
+    """61 x 45 = 2745 entries (odd: the middle one is the median, rank 1372): exactly
+    torch.median's, found in one pass over the rows when the sampled bracket holds, as it does
+    at the default 4 standard deviations."""
+    from scorelab.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 7 * 45)
+    x = torch.randn(61, 3, generator=_gen(16), dtype=torch.float64)
+    y = torch.randn(45, 3, generator=_gen(17), dtype=torch.float64)
+    d2 = torch.cdist(x, y) ** 2
+    assert metrics._median_squared_distance(x, y) == d2.flatten().sort().values[1372]
+    calls = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda a, b: calls.append(a.shape[0]) or cdist(a, b))
+    metrics._median_squared_distance(x, y)
+    assert sum(calls) == 61 and max(calls) == 7  # one pass, in blocks of 7 rows
+
+
+def test_quantiles_interpolate_between_sorted_neighbours():
+    """Mid-point quantiles of [0, 10, 20, 30] (given unsorted): at n = 2 the positions 0.5
+    and 2.5 give 5 and 25; at n = 8 the positions i/2 - 1/4 clamp to the ends."""
+    from scorelab.evaluation.metrics import _quantiles
+
+    x = torch.tensor([[30.0, 0.0, 20.0, 10.0]], dtype=torch.float64)
+    assert _quantiles(x, 2).tolist() == [[5.0, 25.0]]
+    expected = [0.0, 2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 30.0]
+    assert _quantiles(x, 8).tolist() == [expected]
+    assert _quantiles(x, 4).tolist() == [[0.0, 10.0, 20.0, 30.0]]
+
+
+def test_precision_recall_counts_a_point_on_a_ball_boundary_and_needs_more_than_k():
+    """Real points 0..4 on a line, k = 1: every ball has radius 1, so the fake point 5 lies on
+    the boundary of 4's ball and counts (<=); 7 is outside; precision 3/4. Fake balls: radii
+    2.5, 2.5, 2, 2 around 0, 2.5, 5, 7 cover every real point: recall 1."""
+    real = torch.arange(5, dtype=torch.float64)[:, None]
+    fake = torch.tensor([[5.0], [7.0], [2.5], [0.0]], dtype=torch.float64)
+    assert precision_recall(real, fake, k=1) == (0.75, 1.0)
+    with pytest.raises(ValueError, match="k=3 needs more than 3 samples"):
+        precision_recall(real[:3], fake, k=3)
+    precision_recall(real[:4], fake, k=3)  # 4 > 3 on both sides: allowed

@@ -66,3 +66,69 @@ def test_adapters_agree(generator):
 def test_unknown_prediction_is_a_clear_error():
     with pytest.raises(ScorelabError, match="unknown prediction 'noise'; choose one of"):
         as_eps_fn(lambda x, t: x, make_schedule(), "noise")
+
+
+@pytest.mark.parametrize("kind", PREDICTIONS)
+def test_a_float_alpha_bar_converts_like_a_tensor(kind):
+    """Samplers pass one alpha_bar for the whole batch as a Python float: the same numbers."""
+    from scorelab.processes.parameterization import from_eps, to_eps
+
+    g = torch.Generator().manual_seed(3)
+    x_t, pred = torch.randn(2, 4, 3, generator=g, dtype=torch.float64).unbind(0)
+    ab = 0.37
+    as_tensor = torch.full((4,), ab, dtype=torch.float64)
+    for f in (to_eps, from_eps):
+        torch.testing.assert_close(f(pred, kind, x_t, ab), f(pred, kind, x_t, as_tensor))
+    # and against the definitions: a = sqrt(0.37), sigma = sqrt(0.63)
+    a, sigma = ab**0.5, (1 - ab) ** 0.5
+    expected = {"eps": pred, "x0": (x_t - a * pred) / sigma, "v": sigma * x_t + a * pred,
+                "score": -sigma * pred}  # fmt: skip
+    torch.testing.assert_close(to_eps(pred, kind, x_t, ab), expected[kind])
+
+
+@pytest.mark.parametrize("sde", ["ve", "subvp"])
+@pytest.mark.parametrize("kind", ["x0", "score", "v"])
+def test_as_eps_fn_on_an_sde_recovers_the_exact_eps(mixture_2d, sde, kind):
+    """On an SDE whose x_t is not VP (input scale c != 1), each exact prediction of the
+    Gaussian mixture wrapped by as_eps_fn gives the mixture's exact eps: x0 and v are defined
+    in the VP view x~ = c x, the score in x itself (c grad log p~)."""
+    from scorelab.processes import make_sde
+    from scorelab.processes.parameterization import from_eps
+
+    s = make_sde(sde)
+    eps_fn = mixture_2d.eps_fn(s)
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    t = torch.tensor([0.05, 0.1, 0.3, 0.5, 0.8, 1.0], dtype=torch.float64) * s.T
+    c = s.input_scale(t)[:, None]
+    assert (c - 1).abs().max() > 1e-3
+    if kind == "score":
+        model = mixture_2d.score_fn(s)
+    else:
+
+        def model(y, tt):  # the exact prediction of kind, in the VP view
+            return from_eps(eps_fn(y, tt), kind, s.input_scale(tt)[:, None] * y, s.alpha_bar(tt))
+
+    torch.testing.assert_close(as_eps_fn(model, s, kind)(x, t), eps_fn(x, t), rtol=1e-6, atol=1e-8)
+
+
+def test_split_learned_variance_calls_the_network_once_at_the_given_time():
+    from scorelab.processes.parameterization import split_learned_variance
+
+    calls = []
+
+    def net(x, t):
+        calls.append(t)
+        return torch.cat([x * t[:, None], x - t[:, None]], dim=1)
+
+    prediction_fn, variance_fn = split_learned_variance(net)
+    x, t = torch.ones(3, 2), torch.tensor([1.0, 2.0, 3.0])
+    torch.testing.assert_close(prediction_fn(x, t), x * t[:, None])
+    torch.testing.assert_close(variance_fn(x, t), (x - t[:, None] + 1) / 2)
+    assert len(calls) == 1 and calls[0] is t  # shared by the two functions
+    variance_fn(x, t.clone())
+    assert len(calls) == 2  # another t object: a new call
+    odd_fn, _ = split_learned_variance(lambda x, t: torch.zeros(3, 3))
+    with pytest.raises(ScorelabError, match="2C channels, got 3"):
+        odd_fn(x, t)
+    four_fn, _ = split_learned_variance(lambda x, t: torch.zeros(3, 4))
+    assert four_fn(x, t).shape == (3, 2)

@@ -272,12 +272,6 @@ def test_pf_ode_forward_then_backward_returns_the_start(mixture_2d):
     assert ((x_T.var(0) / var_T - 1).abs() < 4 * math.sqrt(2 / (n - 1))).all(), x_T.var(0)
 
 
-def test_rk45_on_a_linear_ode():
-    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
-    y, nfe = odeint_rk45(lambda v, t: -0.5 * v, x, 0.0, 3.0, rtol=1e-9, atol=1e-12)
-    assert torch.allclose(y, x * math.exp(-1.5), rtol=1e-8)
-
-
 @given(st.sampled_from(SPACINGS), st.integers(1, 200), st.sampled_from(["linear", "cosine"]))
 def test_time_grids_are_decreasing_from_T_to_0(spacing, K, name):
     s = make_schedule(name)

@@ -13,6 +13,16 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def _version(package: str) -> str:
+    """An optional package's version, without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy
     import torch
@@ -25,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
+        "diffusers": _version("diffusers"),  # the optional extra: opening diffusers folders
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
         "devices": ["cpu"]
