@@ -154,3 +154,18 @@ def test_classifier_gradient_checks_labels_and_logits_and_guides_at_scale_one():
     sigma = (1 - s.alpha_bar(t)).sqrt()[:, None]
     guided = classifier_guided(lambda x, t: torch.zeros_like(x), s, classifier_fn, y)
     torch.testing.assert_close(guided(x, t), -sigma * expected)
+
+
+def test_guided_eps_keeps_the_dtype_and_label_errors_name_the_batch():
+    from scorelab.samplers.guidance import _labels, classifier_guided
+
+    with pytest.raises(ScorelabError, match=r"an int or \(2,\), got \(3,\)"):
+        _labels(torch.tensor([0, 1, 1]), torch.zeros(2, 5))
+    from scorelab.processes import make_sde
+
+    s = make_sde("vp")  # its alpha_bar is float64 whatever t's dtype
+    guided = classifier_guided(
+        lambda x, t: torch.zeros_like(x), s, lambda x, t: x[:, :2] * t[:, None], 1, scale=2.0
+    )
+    x = torch.randn(4, 3)
+    assert guided(x, torch.full((4,), 0.5)).dtype == torch.float32

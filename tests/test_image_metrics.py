@@ -467,3 +467,48 @@ def test_precision_recall_counts_a_point_on_a_ball_boundary_and_needs_more_than_
     with pytest.raises(ValueError, match="k=3 needs more than 3 samples"):
         precision_recall(real[:3], fake, k=3)
     precision_recall(real[:4], fake, k=3)  # 4 > 3 on both sides: allowed
+
+
+def test_median_bracket_reaching_the_top_of_the_sample_is_unbounded(monkeypatch):
+    """A sample of 16 at 4 standard deviations: at = 7.5 and width 8, so the bracket's top
+    index is 16, past the sample: the upper bound is +inf (not sample[16]), still exact."""
+    from scorelab.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 7 * 45)
+    monkeypatch.setattr(metrics, "MEDIAN_SAMPLE", 16)
+    x = torch.randn(61, 3, generator=_gen(18), dtype=torch.float64)
+    y = torch.randn(45, 3, generator=_gen(19), dtype=torch.float64)
+    d2 = torch.cdist(x, y) ** 2
+    assert metrics._median_squared_distance(x, y) == d2.flatten().sort().values[1372]
+
+
+def test_quantile_positions_are_computed_in_the_datas_dtype():
+    """n = 3 of m = 4: positions (i + 1/2) 4/3 - 1/2 = 1/6, 3/2, 17/6, inexact in float32."""
+    from scorelab.evaluation.metrics import _quantiles
+
+    x = torch.tensor([[0.0, 1.0, 10.0, 100.0]], dtype=torch.float64)
+    pos = [1 / 6, 1.5, 17 / 6]
+    expected = [(1 - p % 1) * x[0, int(p)] + (p % 1) * x[0, int(p) + 1] for p in pos]
+    torch.testing.assert_close(_quantiles(x, 3)[0], torch.stack(expected), rtol=1e-15, atol=0)
+
+
+def test_row_blocks_hold_at_most_block_elements_and_at_least_one_row(monkeypatch):
+    from scorelab.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 4)
+    a = torch.zeros(10, 2)
+    assert [b.shape[0] for _, b in metrics._row_blocks(a, 1)] == [4, 4, 2]
+    assert [i for i, _ in metrics._row_blocks(a, 2)] == [0, 2, 4, 6, 8]
+    assert [b.shape[0] for _, b in metrics._row_blocks(a, 5)] == [1] * 10  # wider than a block
+
+
+def test_precision_recall_uses_the_third_neighbour_by_default():
+    """Real points 0, 1, 2, 3, 10 on a line; the fake point 20 is 10 from its nearest real
+    point 10, whose radius is 9 at k = 3 (the default) and 10 at k = 4."""
+    real = torch.tensor([[0.0], [1.0], [2.0], [3.0], [10.0]], dtype=torch.float64)
+    fake = torch.tensor([[-2.5], [20.0], [5.5], [6.0], [1.0]], dtype=torch.float64)
+    # k = 3 radii: 0 -> 3, 1 -> 2, 2 -> 2, 3 -> 3, 10 -> 9: -2.5, 5.5, 6 (on 3's boundary)
+    # and 1 are inside, 20 is not; at k = 4 the radius of 10 is 10 and 20 is inside
+    assert precision_recall(real, fake)[0] == precision_recall(real, fake, k=3)[0]
+    assert precision_recall(real, fake, k=3)[0] == 4 / 5
+    assert precision_recall(real, fake, k=4)[0] == 1.0

@@ -98,3 +98,18 @@ def test_a_rejected_step_is_retried_smaller_and_leaves_x_unchanged():
     y, nfe = odeint_rk45(exp_cos, X0, 0.0, 3.0, rtol=1e-8, atol=1e-8, first_step=3.0)
     torch.testing.assert_close(y, exact(X0, 0.0, 3.0), rtol=1e-6, atol=0)
     assert nfe > 7
+
+
+def test_default_tolerances_are_tight():
+    """rtol = atol = 1e-5 by default: the error of a smooth problem is far below 1e-4."""
+    y, _ = odeint_rk45(exp_cos, X0, 0.0, 3.0)
+    assert float((y - exact(X0, 0.0, 3.0)).abs().max()) < 1e-4
+
+
+def test_relative_error_control_is_scale_invariant():
+    """With atol = 0 the error is measured relative to |x|: the linear ODE from 1e4 x takes
+    the same steps as from x and ends at exactly 1e4 times its end."""
+    small, nfe_small = odeint_rk45(exp_cos, X0, 0.0, 3.0, rtol=1e-6, atol=0.0)
+    big, nfe_big = odeint_rk45(exp_cos, 1e4 * X0, 0.0, 3.0, rtol=1e-6, atol=0.0)
+    assert nfe_small == nfe_big
+    torch.testing.assert_close(big, 1e4 * small, rtol=1e-12, atol=0)

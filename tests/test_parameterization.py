@@ -132,3 +132,41 @@ def test_split_learned_variance_calls_the_network_once_at_the_given_time():
         odd_fn(x, t)
     four_fn, _ = split_learned_variance(lambda x, t: torch.zeros(3, 4))
     assert four_fn(x, t).shape == (3, 2)
+
+
+def test_eps_is_the_default_prediction_and_the_error_lists_every_kind():
+    f = lambda x, t: x  # noqa: E731
+    assert as_eps_fn(f, make_schedule()) is f
+    with pytest.raises(ScorelabError, match="choose one of: " + ", ".join(PREDICTIONS) + "$"):
+        as_eps_fn(f, make_schedule(), "noise")
+
+
+def test_conversions_keep_the_inputs_dtype_and_compute_in_the_wider_one():
+    """float32 x with a float64 alpha_bar returns float32; a float32 alpha_bar with float64 x
+    is widened before the square roots (the same as computing from its float64 value)."""
+    from scorelab.processes.parameterization import to_eps
+
+    g = torch.Generator().manual_seed(5)
+    x64, pred64 = torch.randn(2, 3, 2, generator=g, dtype=torch.float64).unbind(0)
+    ab32 = torch.tensor([0.3, 0.9, 0.999], dtype=torch.float32)
+    out = to_eps(pred64, "x0", x64, ab32)
+    ab = ab32.double()[:, None]
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(
+        out, (x64 - ab.sqrt() * pred64) / (1 - ab).sqrt(), rtol=1e-14, atol=0
+    )
+    out32 = to_eps(pred64.float(), "x0", x64.float(), ab32.double())
+    assert out32.dtype == torch.float32
+
+
+def test_x0_prediction_at_the_first_step_is_converted_in_float64():
+    """At DDPM's t = 1, 1 - alpha_bar = 1e-4: a float32 alpha_bar would put a 3e-4 relative
+    error into sigma, which eps = (x - a x0) / sigma carries; as_eps_fn reads it in float64."""
+    s = make_schedule("linear")
+    g = torch.Generator().manual_seed(6)
+    x, x0 = torch.randn(2, 4, 3, generator=g).unbind(0)
+    t = torch.ones(4)
+    eps = as_eps_fn(lambda x_, t_: x0, s, "x0")(x, t)
+    ab = s.alpha_bar_table[1]
+    expected = (x.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()
+    torch.testing.assert_close(eps.double(), expected, rtol=2e-6, atol=0)
