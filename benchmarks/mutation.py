@@ -89,12 +89,61 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 # mutant name -> why no test can tell it from the original
+# survivors that are not equivalent: the behaviour they change, and why no test catches it yet
+NOT_KILLED: dict[str, str] = {
+    "scorelab.numerics.divergence.x__prepare__mutmut_5": (
+        "always detaching x cuts a graph through x; no caller differentiates through x today "
+        "(ISM and SSM differentiate through the network's parameters)"
+    ),
+    "scorelab.numerics.odeint.x_odeint_rk45__mutmut_39": (
+        "a stopping threshold of 1e-12 / span instead of 1e-12 span only adds a step of "
+        "round-off size over long spans; the result is the same to rounding"
+    ),
+    "scorelab.evaluation.metrics.x__median_squared_distance__mutmut_129": (
+        "fails only when the bracket ends exactly one entry below the median's rank (an "
+        "IndexError in kthvalue); no seeded case found that lands there"
+    ),
+    "scorelab.training.checkpoint.x__keep_previous__mutmut_21": (
+        "the hard link is left behind only when renaming it over the previous checkpoint "
+        "fails, which needs a fault between two renames in one folder"
+    ),
+    "scorelab.training.checkpoint.x_save_checkpoint__mutmut_42": (
+        "matters only when putting the checkpoint back fails too (two faults in one save)"
+    ),
+}
 # the median bandwidth's sampled bracket: cost, not value
 _BRACKET = (
     "the sampled bracket only sets how many passes find the median; a miss widens it until "
     "the exact median is inside (same value, another pass at most)"
 )
 EQUIVALENT: dict[str, str] = {
+    "scorelab.samplers.continuous.x__ode_fixed__mutmut_18": (
+        "the coefficient at t = 0 is never used: the step to 0 returns the x0 prediction"
+    ),
+    "scorelab.samplers.timesteps.x_grid_coefficients__mutmut_4": (
+        "grids are float64 (make_timesteps): the cast is a no-op"
+    ),
+    "scorelab.objectives.score_matching.x_tsm_target__mutmut_14": (
+        "the objectives draw t in float64 (sample_times): the cast is a no-op"
+    ),
+    "scorelab.objectives.score_matching.x_tsm_target__mutmut_17": (
+        "the objectives draw t in float64 (sample_times): the cast is a no-op"
+    ),
+    "scorelab.objectives.score_matching.x_tsm_weight__mutmut_12": (
+        "the objectives draw t in float64 (sample_times): the cast is a no-op"
+    ),
+    "scorelab.processes.schedules.xǁDiscreteScheduleǁbeta_rate__mutmut_16": (
+        "ceil of a float32 time is the same whether taken in float32 or float64"
+    ),
+    "scorelab.training.checkpoint.x_read_checkpoint__mutmut_52": (
+        "the prefixes only limit which tensors are decoded; the metadata read is the same"
+    ),
+    "scorelab.training.checkpoint.x_read_checkpoint__mutmut_54": (
+        "the prefixes only limit which tensors are decoded; the metadata read is the same"
+    ),
+    "scorelab.training.checkpoint.x_read_checkpoint__mutmut_55": (
+        "the prefixes only limit which tensors are decoded; the metadata read is the same"
+    ),
     "scorelab.numerics.divergence.x_sample_probes__mutmut_19": (
         "torch.randint(2, shape) is randint(0, 2, shape)"
     ),
@@ -469,6 +518,14 @@ def write_table(results: list[dict], jobs: int) -> str:
     for r in results:
         if r["survivors"]:
             lines.append(f"- {r['group']}: " + ", ".join(f"`{n}`" for n in r["survivors"]))
+    known = [n for r in results for n in r["survivors"] if n in NOT_KILLED]
+    if known:
+        lines += [
+            "",
+            "Surviving mutants that are real changes, and why no test kills them yet:",
+            "",
+        ]
+        lines += [f"- `{n}`: {NOT_KILLED[n]}" for n in known]
     if EQUIVALENT:
         lines += ["", "Equivalent mutants:", ""]
         lines += [f"- `{n}`: {why}" for n, why in sorted(EQUIVALENT.items())]

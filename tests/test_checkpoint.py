@@ -188,3 +188,23 @@ def test_ema_checks_its_decay_and_the_modules_it_is_given():
         net.weight.add_(2.0)  # in place: the EMA follows the live tensor
     ema.update(net, 1000)  # past the warm-up: the decay is 0.5
     torch.testing.assert_close(ema.state_dict()["weight"], before + 1.0)
+
+
+def test_a_failed_first_write_leaves_both_checkpoints_and_a_stepless_one_says_so(
+    tmp_path, monkeypatch
+):
+    save_checkpoint(tmp_path, {"w": torch.ones(1)}, {})  # no step in its metadata
+    _save(tmp_path, 2)
+
+    def disk_full(tensors, path, metadata=None):
+        raise RuntimeError("IoError(No space left (os error 28))")
+
+    monkeypatch.setattr(ckpt, "save_file", disk_full)
+    with pytest.raises(OSError):
+        _save(tmp_path, 3)  # fails before the previous checkpoint is touched
+    assert read_checkpoint(tmp_path / CHECKPOINT)[1]["step"] == 2
+    assert read_checkpoint(tmp_path / PREVIOUS)[1] == {}
+    (tmp_path / CHECKPOINT).write_bytes(b"\x10" * 40)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(tmp_path / CHECKPOINT)
+    assert str(e.value).endswith(f"; last good: {tmp_path / PREVIOUS} (step ?)")

@@ -364,3 +364,35 @@ def test_unknown_posterior_variance_names_the_choices():
         ScorelabError, match=r"^unknown variance 'big'; choose one of: beta, beta_tilde$"
     ):
         posterior_variance(s, t, kind="big")
+
+
+def test_analytic_variance_clips_gamma_to_the_unit_interval_by_hand():
+    """sigma*^2 = beta_tilde + beta^2 / (alpha (1 - alpha_bar_t)) (1 - Gamma) for t -> s from
+    the betas: Gamma = 1 gives beta_tilde, Gamma = 0 the largest value; Gamma outside [0, 1]
+    is clipped to it."""
+    from scorelab.processes.ddpm import analytic_variance
+
+    s = make_schedule("linear")
+    t, u = torch.tensor([500.0], dtype=torch.float64), torch.tensor([450.0], dtype=torch.float64)
+    ab = torch.cumprod(1 - s.betas, 0)
+    ab_t, ab_s = ab[499], ab[449]
+    alpha, beta = ab_t / ab_s, 1 - ab_t / ab_s
+    beta_tilde = (1 - ab_s) / (1 - ab_t) * beta
+    extra = beta**2 / (alpha * (1 - ab_t))
+    for gamma, used in [(0.0, 0.0), (0.1, 0.1), (1.0, 1.0), (-0.5, 0.0), (1.5, 1.0)]:
+        got = analytic_variance(s, t, u, gamma)  # a Python float, taken in the times' dtype
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, (beta_tilde + extra * (1 - used)).reshape(1),
+                                   rtol=1e-12, atol=0)  # fmt: skip
+
+
+def test_score_step_uses_beta_tilde_by_default():
+    from scorelab.processes.ddpm import score_step_coefficients
+
+    s = make_schedule("linear")
+    t = torch.tensor([10.0, 500.0], dtype=torch.float64)
+    default = score_step_coefficients(s, t)
+    explicit = score_step_coefficients(s, t, variance="beta_tilde")
+    for a, b in zip(default, explicit, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(default[2], score_step_coefficients(s, t, variance="beta")[2])

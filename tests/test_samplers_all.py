@@ -316,14 +316,6 @@ def test_time_at_log_snr_inverts_log_snr(name, t):
     assert float(s.time_at_log_snr(s.log_snr(tt))) == pytest.approx(t, rel=1e-6, abs=1e-6)
 
 
-def test_beta_rate_integrates_to_log_alpha_bar():
-    """int_0^t beta(u) du = -log alpha_bar(t): the VP-SDE this schedule defines."""
-    s = make_schedule("cosine")
-    u = torch.arange(0, 1000, dtype=torch.float64) + 0.5
-    integral = torch.cumsum(s.beta_rate(u), 0)
-    assert torch.allclose(integral, -torch.log(s.alpha_bar_table[1:]), rtol=1e-9)
-
-
 @pytest.mark.parametrize("order, rate", [(1, 1.8), (2, 3.5), (3, 7.0)])
 def test_dpm_solver_convergence_order(order, rate):
     """Gaussian data: the PF-ODE flow is linear, x_t = x_T std_t / std_T, so the exact output
@@ -557,3 +549,11 @@ def test_time_grids_refuse_bad_input_with_their_messages():
         with pytest.raises(ScorelabError, match=f"^{re.escape(message)}$"):
             make_timesteps(SCHEDULE, **kw)
     assert make_timesteps(SCHEDULE, 10, "leading", t_min=100.0)[-2] == 100.0  # t_min = stride
+
+
+def test_the_uniform_grid_of_a_discrete_schedule_is_on_integer_times():
+    """The network was trained at integer t: K = 3 of T = 1000 gives 1000, 667, 333, 0 (not
+    the thirds), unless a t_min asks for the grid through it."""
+    s = make_schedule("linear")
+    assert make_timesteps(s, 3, "uniform").tolist() == [1000.0, 667.0, 333.0, 0.0]
+    assert make_timesteps(s, 3, "uniform", t_min=1.0).tolist()[2] == 1.0

@@ -226,3 +226,33 @@ def test_make_schedule_defaults_parameters_and_round_trip():
             make_schedule("linear", T=T)
     with pytest.raises(ScorelabError, match=r"^bad parameters for schedule 'linear': .*bogus"):
         make_schedule("linear", bogus=1.0)
+
+
+def test_beta_rate_integrates_to_log_alpha_bar():
+    """int_0^t beta(u) du = -log alpha_bar(t): the VP-SDE this schedule defines."""
+    s = make_schedule("cosine")
+    u = torch.arange(0, 1000, dtype=torch.float64) + 0.5
+    integral = torch.cumsum(s.beta_rate(u), 0)
+    assert torch.allclose(integral, -torch.log(s.alpha_bar_table[1:]), rtol=1e-9)
+
+
+def test_beta_rate_is_constant_on_each_segment_and_takes_the_one_below_an_integer():
+    """beta(t) = -log(1 - beta_i) on (i - 1, i]: t = 1 and 2 belong to the segments below
+    them (the ones a reverse step from there crosses), t = 0 to the first; float32 and integer
+    times give float32, and one time repeated over a batch gives the same values."""
+    betas = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    s = DiscreteSchedule(betas)
+    t = torch.tensor([0.0, 0.5, 1.0, 1.2, 2.0, 2.7, 3.0], dtype=torch.float64)
+    segment = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    expected = -torch.log1p(-betas[segment])
+    torch.testing.assert_close(s.beta_rate(t), expected, rtol=1e-15, atol=0)
+    assert s.beta_rate(t.float()).dtype == torch.float32
+    torch.testing.assert_close(s.beta_rate(t.float()), expected.float())
+    ints = s.beta_rate(torch.tensor([1, 2, 3]))
+    assert ints.dtype == torch.float32
+    torch.testing.assert_close(ints, expected[[2, 4, 6]].float())
+    same = s.beta_rate(torch.tensor(2.7, dtype=torch.float64).expand(4))  # a broadcast time
+    torch.testing.assert_close(same, expected[5].expand(4))
+    past = s.beta_rate(torch.tensor([3.5, 9.0], dtype=torch.float64))  # past T: the last one
+    torch.testing.assert_close(past, expected[[6, 6]])
+    torch.testing.assert_close(s.beta_rate(2.7), expected[5].float())  # a float: float32
