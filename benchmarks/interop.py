@@ -112,6 +112,8 @@ SCORELAB_SETS = (
         {"order": 3, "spacing": "uniform"},
         NFES,
     ),
+    ("unipc, order 2", "unipc", {"order": 2}, NFES),
+    ("unipc, order 2, uniform grid", "unipc", {"order": 2, "spacing": "uniform"}, NFES),
     ("heun-edm", "heun-edm", {}, NFES),
     ("ddpm", "ddpm", {}, (50,)),
 )

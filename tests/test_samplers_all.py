@@ -24,6 +24,7 @@ GENEROUS = {
     "ddpm-score": (1000, {"variance": "beta_tilde"}, 0.0),
     "ddim": (200, {}, 0.0),
     "dpm-solver++": (50, {"order": 2}, 0.0),
+    "unipc": (50, {"order": 2}, 0.0),
     "heun-edm": (40, {}, 0.0),
     "ode-euler": (500, {}, 0.0),
     "ode-heun": (100, {}, 0.0),

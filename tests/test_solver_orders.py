@@ -41,6 +41,11 @@ FIXED_STEP = [
     ("dpm-solver++", {"order": 1}, 1),
     ("dpm-solver++", {"order": 2}, 2),
     ("dpm-solver++", {"order": 3}, 3),
+    # UniPC: the corrector raises the predictor's order by one (Zhao et al. 2023, Theorem 3.1)
+    ("unipc", {"order": 1}, 2),
+    ("unipc", {"order": 2}, 3),
+    ("unipc", {"order": 2, "variant": "bh1"}, 3),
+    ("unipc", {"order": 2, "corrector": False}, 2),
 ]
 ADAPTIVE = frozenset({"ode-rk45"})
 # samplers that draw noise at every step; euler-maruyama and heun-edm's churn are tested here
@@ -181,6 +186,19 @@ def test_fixed_step_solver_order(name, options, order, mixture_2d):
     errors = [_max_error(_solve(eps_fn, x_T, name, K, **options), exact) for K in STEPS]
     observed = _observed_orders(errors)
     assert all(abs(q - order) <= ORDER_TOLERANCE for q in observed), (errors, observed)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_unipc_predictor_with_bh2_is_dpm_solver_pp(order, mixture_2d):
+    """UniP with B(h) = e^{-h} - 1 and rho = 1/2 at order 2 is DPM-Solver++(2M); at order 3
+    its solved weights give DPM-Solver++(3M)'s step: the same samples to rounding. The
+    corrector changes them (a different, higher-order method)."""
+    eps_fn, x_T = mixture_2d.eps_fn(SDE), _x_T()
+    unip = _solve(eps_fn, x_T, "unipc", 20, order=order, corrector=False)
+    dpm = _solve(eps_fn, x_T, "dpm-solver++", 20, order=order)
+    torch.testing.assert_close(unip, dpm, rtol=1e-10, atol=1e-10)
+    unipc = _solve(eps_fn, x_T, "unipc", 20, order=order)
+    assert _max_error(unipc, dpm) > 1e-4
 
 
 def test_rk45_error_follows_its_tolerance(mixture_2d):

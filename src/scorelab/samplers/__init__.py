@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 # importing the sampler modules registers their samplers, in this order
-from scorelab.samplers import ancestral, ddim, continuous  # noqa: F401  # isort: skip
+from scorelab.samplers import ancestral, ddim, continuous, unipc  # noqa: F401  # isort: skip
 from scorelab._tensor import append_dims, batch_times, randn
 from scorelab.samplers.ancestral import sample_ddpm, sample_ddpm_score
 from scorelab.samplers.continuous import (
@@ -43,6 +43,7 @@ from scorelab.samplers.registry import (
     validate_options,
 )
 from scorelab.samplers.timesteps import SPACINGS, make_timesteps
+from scorelab.samplers.unipc import sample_unipc
 from scorelab.typing import Callback, EpsFn, Schedule
 
 
@@ -150,5 +151,6 @@ __all__ = [
     "sample_ode_heun",
     "sample_ode_rk45",
     "sample_pc",
+    "sample_unipc",
     "validate_options",
 ]
