@@ -56,6 +56,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             f"{SRC}/samplers/ddim.py",
             f"{SRC}/samplers/continuous.py",
             f"{SRC}/samplers/timesteps.py",
+            f"{SRC}/samplers/unipc.py",
         ],
         ["tests/test_samplers.py", "tests/test_samplers_all.py", "tests/test_solver_orders.py"],
     ),  # fmt: skip
