@@ -118,6 +118,18 @@ _BRACKET = (
     "the exact median is inside (same value, another pass at most)"
 )
 EQUIVALENT: dict[str, str] = {
+    "scorelab.samplers.unipc.x__step__mutmut_13": (
+        "rho and the differences are built to the same length: strict changes nothing"
+    ),
+    "scorelab.samplers.unipc.x__step__mutmut_16": (
+        "rho and the differences are built to the same length: strict changes nothing"
+    ),
+    "scorelab.samplers.unipc.x__step__mutmut_17": (
+        "rho and the differences are built to the same length: strict changes nothing"
+    ),
+    "scorelab.samplers.unipc.x_unipc_weights__mutmut_24": (
+        "one more b_j is computed, and only the first n are used"
+    ),
     "scorelab.samplers.continuous.x__ode_fixed__mutmut_18": (
         "the coefficient at t = 0 is never used: the step to 0 returns the x0 prediction"
     ),

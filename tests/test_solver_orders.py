@@ -199,6 +199,9 @@ def test_unipc_predictor_with_bh2_is_dpm_solver_pp(order, mixture_2d):
     torch.testing.assert_close(unip, dpm, rtol=1e-10, atol=1e-10)
     unipc = _solve(eps_fn, x_T, "unipc", 20, order=order)
     assert _max_error(unipc, dpm) > 1e-4
+    if order > 1:  # B(h) = -h is another predictor
+        bh1 = _solve(eps_fn, x_T, "unipc", 20, order=order, corrector=False, variant="bh1")
+        assert _max_error(bh1, dpm) > 1e-6
 
 
 def test_rk45_error_follows_its_tolerance(mixture_2d):
@@ -365,3 +368,31 @@ def test_heun_edm_churn_keeps_the_variance():
     x, V = draws(256), exact_var(256)
     assert abs(float(x.mean()) - mean) < 4 * math.sqrt(V / n), float(x.mean())
     assert abs(float(x.var()) - V) < 4 * V * math.sqrt(2 / n), (float(x.var()), V)
+
+
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize(
+    "rks, order", [([-0.8, 1.0], 2), ([-0.8, -1.5, 1.0], 3), ([-0.8, -1.5], 3)]
+)
+def test_unipc_weights_integrate_polynomials_exactly(rks, order, variant):
+    """A step with solved weights through n points besides 0 is exact when the x0 prediction
+    is a polynomial of degree n in lambda: -phi1 m(0) - B(h) sum rho_k D_k equals
+    e^{-h} int_0^h e^u m(u) du (per unit a_s), with D_k = (m(r_k h) - m(0)) / r_k; the
+    integral in closed form."""
+    from scorelab.samplers.unipc import unipc_weights
+
+    h = 0.7
+    coeffs = [0.3, -1.1, 0.8, 0.45][: len(rks) + 1]  # m(u) = sum c_j u^j, degree n
+
+    def m(u):
+        return sum(c * u**j for j, c in enumerate(coeffs))
+
+    # int_0^h e^u u^j du by repeated integration by parts: I_j = h^j e^h - j I_{j-1}
+    integrals = [math.expm1(h)]
+    for j in range(1, len(coeffs)):
+        integrals.append(h**j * math.exp(h) - j * integrals[-1])
+    exact = math.exp(-h) * sum(c * i for c, i in zip(coeffs, integrals, strict=True))
+    phi1, b_h, rho = unipc_weights(rks, h, order, variant)
+    diffs = [(m(r * h) - m(0.0)) / r for r in rks]
+    step = -phi1 * m(0.0) - b_h * sum(p * d for p, d in zip(rho, diffs, strict=True))
+    assert step == pytest.approx(exact, rel=1e-12)

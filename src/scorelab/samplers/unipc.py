@@ -52,9 +52,7 @@ def unipc_weights(
     n = len(rks)
     if n == 0:
         return phi1, b_h, []
-    if n == 1 and rks[0] != 1.0:  # the second-order predictor (Zhao et al. 2023, rho = 1/2)
-        return phi1, b_h, [0.5]
-    if n == 1:  # the first-order corrector: its one point is t
+    if n == 1:  # the second-order predictor and the first-order corrector: rho = 1/2
         return phi1, b_h, [0.5]
     R = torch.tensor([[r**j for r in rks] for j in range(n)], dtype=torch.float64)
     rho = torch.linalg.solve(R, torch.tensor(b[:n], dtype=torch.float64))
