@@ -283,13 +283,10 @@ EQUIVALENT: dict[str, str] = {
     "scorelab.evaluation.metrics.x__quantiles__mutmut_5": (
         "torch.sort's default dim is -1, which is 1 for (P, m)"
     ),
-    "scorelab.processes.parameterization.x__wide__mutmut_3": (
-        "the MPS branch: on any other device t is widened either way"
-    ),
-    "scorelab.processes.parameterization.x__wide__mutmut_6": (
+    "scorelab.processes.parameterization.x__wide__mutmut_4": (
         "the MPS branch: no tensor of the test machine has that device type"
     ),
-    "scorelab.processes.parameterization.x__wide__mutmut_7": (
+    "scorelab.processes.parameterization.x__wide__mutmut_5": (
         "the MPS branch: no tensor of the test machine has that device type"
     ),
     "scorelab.processes.parameterization.x_as_eps_fn__mutmut_33": (

@@ -107,14 +107,8 @@ def test_a_checkpoint_without_a_step_describes_step_zero(tmp_path):
     )
 
 
-def test_saves_leave_no_temporary_files_and_keep_the_previous_one(tmp_path, monkeypatch):
-    for step in range(3):
-        # a link left by a save killed at that moment is cleared by the next save
-        (tmp_path / f".{PREVIOUS.removesuffix('.safetensors')}.tmp.safetensors").write_bytes(b"")
-        _save(tmp_path, step)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS, CHECKPOINT]
-    assert read_checkpoint(tmp_path / PREVIOUS)[1]["step"] == 1
-    # a new file that cannot take its place leaves the checkpoint as it was (not the previous)
+def _fail_the_last_rename(monkeypatch) -> None:
+    """os.replace fails (EIO) where a save moves its new file over the checkpoint."""
     real_replace = os.replace
 
     def failing_replace(src, dst):
@@ -123,6 +117,17 @@ def test_saves_leave_no_temporary_files_and_keep_the_previous_one(tmp_path, monk
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", failing_replace)
+
+
+def test_saves_leave_no_temporary_files_and_keep_the_previous_one(tmp_path, monkeypatch):
+    for step in range(3):
+        # a link left by a save killed at that moment is cleared by the next save
+        (tmp_path / f".{PREVIOUS.removesuffix('.safetensors')}.tmp.safetensors").write_bytes(b"")
+        _save(tmp_path, step)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS, CHECKPOINT]
+    assert read_checkpoint(tmp_path / PREVIOUS)[1]["step"] == 1
+    # a new file that cannot take its place leaves the checkpoint as it was (not the previous)
+    _fail_the_last_rename(monkeypatch)
     with pytest.raises(OSError, match="I/O error"):
         _save(tmp_path, 3)
     assert read_checkpoint(tmp_path / CHECKPOINT)[1]["step"] == 2
@@ -139,14 +144,7 @@ def test_without_hard_links_a_failed_save_puts_the_checkpoint_back(tmp_path, mon
     monkeypatch.setattr(os, "link", no_link)
     _save(tmp_path, 2)  # works by renaming
     assert read_checkpoint(tmp_path / PREVIOUS)[1]["step"] == 1
-    real_replace = os.replace
-
-    def failing_replace(src, dst):
-        if str(dst).endswith(CHECKPOINT) and ".tmp" in str(src):
-            raise OSError(errno.EIO, "I/O error")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", failing_replace)
+    _fail_the_last_rename(monkeypatch)
     with pytest.raises(OSError, match="I/O error"):
         _save(tmp_path, 3)
     assert read_checkpoint(tmp_path / CHECKPOINT)[1]["step"] == 2

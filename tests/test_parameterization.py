@@ -165,8 +165,9 @@ def test_x0_prediction_at_the_first_step_is_converted_in_float64():
     s = make_schedule("linear")
     g = torch.Generator().manual_seed(6)
     x, x0 = torch.randn(2, 4, 3, generator=g).unbind(0)
-    t = torch.ones(4)
-    eps = as_eps_fn(lambda x_, t_: x0, s, "x0")(x, t)
     ab = s.alpha_bar_table[1]
     expected = (x.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()
-    torch.testing.assert_close(eps.double(), expected, rtol=2e-6, atol=0)
+    # per-example times, and one time expanded over the batch, as samplers pass it
+    for t in (torch.ones(4), torch.tensor(1.0).expand(4)):
+        eps = as_eps_fn(lambda x_, t_: x0, s, "x0")(x, t)
+        torch.testing.assert_close(eps.double(), expected, rtol=2e-6, atol=0)

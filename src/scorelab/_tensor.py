@@ -13,6 +13,11 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
+def is_broadcast(t: Tensor) -> bool:
+    """A (B,) tensor that is one value expanded over the batch (stride 0), as samplers pass."""
+    return t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0
+
+
 def batch_times(t: Tensor | float, x: Tensor) -> Tensor:
     """A time as a (B,) float tensor on x's device: scalars are repeated over the batch."""
     t = torch.as_tensor(t, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from scorelab._tensor import append_dims
+from scorelab._tensor import append_dims, is_broadcast
 from scorelab.errors import ScorelabError
 from scorelab.typing import PREDICTIONS, EpsFn, ModelFn, Prediction, Schedule, ScoreFn
 
@@ -84,9 +84,14 @@ def _scale(schedule: Schedule, t: Tensor, x: Tensor) -> Tensor:
 
 
 def _wide(t: Tensor) -> Tensor:
-    """t in float64 where the device has it (not Apple's MPS)."""
+    """t in float64 where the device has it (not Apple's MPS); one time expanded over the
+    batch stays one, which the schedules compute once."""
     t = torch.as_tensor(t)
-    return t if t.device.type == "mps" else t.to(torch.float64)
+    if t.device.type == "mps":
+        return t
+    if is_broadcast(t):
+        return t[:1].to(torch.float64).expand(t.shape)
+    return t.to(torch.float64)
 
 
 def as_eps_fn(model_fn: ModelFn, schedule: Schedule, prediction: Prediction = "eps") -> EpsFn:

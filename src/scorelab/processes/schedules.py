@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from scorelab._tensor import is_broadcast
 from scorelab.errors import ScorelabError
 
 
@@ -56,7 +57,7 @@ class DiscreteSchedule:
     def log_alpha_bar(self, t: Tensor | float) -> Tensor:
         """log alpha_bar(t) for real t in [0, T]: linear interpolation of the float64 table."""
         t = torch.as_tensor(t)
-        if _is_broadcast(t):  # one time repeated over the batch: compute it once
+        if is_broadcast(t):  # one time repeated over the batch: compute it once
             return self.log_alpha_bar(t[:1]).expand(t.shape)
         table = self._log_alpha_bar.to(t.device)
         tt = t.to(torch.float64).clamp(0, self.T)
@@ -85,7 +86,7 @@ class DiscreteSchedule:
         at an integer t the segment below it is used, the one a reverse step crosses.
         """
         t = torch.as_tensor(t)
-        if _is_broadcast(t):
+        if is_broadcast(t):
             return self.beta_rate(t[:1]).expand(t.shape)
         table = self._log_alpha_bar.to(t.device)
         i = (torch.ceil(t.to(torch.float64)) - 1).clamp(0, self.T - 1).long()
@@ -134,11 +135,6 @@ class DiscreteSchedule:
     def sampling_t_min(self) -> float | None:
         """The last positive grid time when none is given (None: each spacing's own default)."""
         return None
-
-
-def _is_broadcast(t: Tensor) -> bool:
-    """A (B,) tensor that is one value expanded over the batch (stride 0), as samplers pass."""
-    return t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0
 
 
 def _linear(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:

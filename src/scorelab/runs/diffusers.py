@@ -227,7 +227,6 @@ class DiffusersRun(Run):
     sample(...) as a scorelab run; clip is the scheduler's clip_sample_range (None: off)."""
 
     clip: float | None = 1.0
-    source: dict[str, Any] | None = None  # the unet and scheduler configs as read
 
     def eps_and_variance(self) -> tuple[EpsFn, Variance | VarianceFn]:
         return build_eps_and_variance(self.model, self.config, self.schedule, clip=self.clip)
@@ -389,8 +388,7 @@ def load_diffusers(path: Path | str) -> DiffusersRun:
         normalizer=IDENTITY.to_dict(),
     )  # fmt: skip
     net = DiffusersNet(unet, classes).eval()
-    source = {"unet": unet_config, "scheduler": scheduler_config}
-    return DiffusersRun(path, cfg, net, schedule, IDENTITY, 0, clip=mapping.clip, source=source)
+    return DiffusersRun(path, cfg, net, schedule, IDENTITY, 0, clip=mapping.clip)
 
 
 __all__ = [

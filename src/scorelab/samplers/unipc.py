@@ -59,6 +59,15 @@ def unipc_weights(
     return phi1, b_h, rho.tolist()
 
 
+def _differences(
+    ms: list[Tensor], lam: list[float], j: int, h: float, used: int
+) -> tuple[list[float], list[Tensor]]:
+    """r_k = (lambda_{j-k} - lambda_j) / h and D_k = (m_{j-k} - m_j) / r_k for k = 1..used-1,
+    the earlier points of a step from grid point j (ms ends with m_j)."""
+    rks = [(lam[j - k] - lam[j]) / h for k in range(1, used)]
+    return rks, [(ms[-1 - k] - ms[-1]) / r for k, r in enumerate(rks, start=1)]
+
+
 def _step(x, m_s, diffs, rho, phi1, b_h, ratio, a_t):
     """(sigma_t / sigma_s) x - a_t phi1 m_s - a_t B(h) sum rho_k D_k, as one weighted sum."""
     out = torch.add(ratio * x, m_s, alpha=-a_t * phi1)
@@ -107,11 +116,8 @@ def sample_unipc(
         m = from_eps(eps_fn(x, t), "x0", x, g.alpha_bar[i])
         if corrector and i > 0:  # re-do step i - 1 -> i with m at the predicted point
             h = lam[i] - lam[i - 1]
-            earlier = [(lam[i - 1 - k] - lam[i - 1]) / h for k in range(1, used)]
-            phi1, b_h, rho = unipc_weights([*earlier, 1.0], h, used, variant)
-            diffs = [
-                (ms[-1 - k] - ms[-1]) / r for k, r in zip(range(1, used), earlier, strict=True)
-            ]
+            rks, diffs = _differences(ms, lam, i - 1, h, used)
+            phi1, b_h, rho = unipc_weights([*rks, 1.0], h, used, variant)
             diffs.append(m - ms[-1])
             ratio = g.sigma[i] / g.sigma[i - 1]
             x = _step(x_prev, ms[-1], diffs, rho, phi1, b_h, ratio, g.signal[i])
@@ -121,11 +127,8 @@ def sample_unipc(
         else:
             used = min(order, len(ms))
             h = lam[i + 1] - lam[i]
-            earlier = [(lam[i - k] - lam[i]) / h for k in range(1, used)]
-            phi1, b_h, rho = unipc_weights(earlier, h, used, variant)
-            diffs = [
-                (ms[-1 - k] - ms[-1]) / r for k, r in zip(range(1, used), earlier, strict=True)
-            ]
+            rks, diffs = _differences(ms, lam, i, h, used)
+            phi1, b_h, rho = unipc_weights(rks, h, used, variant)
             x_prev = x
             x = _step(
                 x, ms[-1], diffs, rho, phi1, b_h, g.sigma[i + 1] / g.sigma[i], g.signal[i + 1]
