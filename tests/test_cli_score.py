@@ -190,9 +190,12 @@ def user_module(tmp_path, monkeypatch):
         (["--data", "ring", "--objective", "nope"], "eps, x0, v, hybrid, dsm, ism, ssm, tsm"),
         (["--data", "ring", "--objective", "dsm", "--weighting", "w"], "--weighting must be one"),
         (["--data", "ring", "--objective", "ssm", "--probe", "w"], "--probe must be one"),
-        (["--data", "ring", "--objective", "dsm", "--prediction", "v"], "--prediction must be"),
-        (["--data", "ring", "--sde", "ve"], "--sde trains with a score objective"),
-        (["--data", "ring", "--objective", "dsm", "--sde", "nope"], "choose one of: vp, subvp"),
+        (["--data", "ring", "--objective", "dsm", "--prediction", "u"], "--prediction must be"),
+        (
+            ["--data", "ring", "--sde", "ve", "--objective", "eps"],
+            "--process ve trains with a score objective",
+        ),
+        (["--data", "ring", "--objective", "dsm", "--sde", "nope"], "invalid choice: 'nope'"),
         (["--data", "ring", "--objective", "tsm"], "--objective tsm needs --target"),
         (["--data", "ring", "--objective", "dsm", "--target", "a:b"], "only by --objective tsm"),
         (["--objective", "dsm"], "--data is required"),
@@ -211,9 +214,12 @@ def user_module(tmp_path, monkeypatch):
         ),
         (
             ["--data", "ring", "--objective", "dsm", "--sde", "ve", "--sde-param", "beta_max=3"],
-            "bad parameters for sde 've'",
+            "bad parameters for process 've'",
         ),
-        (["--data", "ring", "--objective", "dsm", "--sde-param", "beta_max=3"], "needs --sde"),
+        (
+            ["--data", "ring", "--objective", "dsm", "--sde-param", "beta_max=3"],
+            "needs a continuous --process",
+        ),
         (
             [
                 "--objective",
@@ -233,7 +239,7 @@ def test_bad_score_flags_give_one_line_errors(argv, pattern, tmp_path, capsys, u
 
 def test_old_configs_without_sde_still_load():
     d = RunConfig().to_dict()
-    del d["sde"], d["score"]
+    del d["sde"], d["score"], d["version"]  # a config from before the continuous processes
     cfg = RunConfig.from_dict(d)
     assert cfg.sde is None and cfg.score.prediction == "eps"
 

@@ -26,11 +26,11 @@ V1 = Path(__file__).parent / "fixtures" / "v1"
 FAST = ["--steps", "3", "--n-data", "200", "--no-progress"]
 
 
-def test_a_new_run_stores_version_3_and_its_network_settings_only(tmp_path):
+def test_a_new_run_stores_version_4_and_its_network_settings_only(tmp_path):
     out = tmp_path / "r"
     assert main(["train", "--data", "ring", "--width", "16", *FAST, "--out", str(out)]) == 0
     stored = json.loads((out / "config.json").read_text())
-    assert stored["version"] == CONFIG_VERSION == 3
+    assert stored["version"] == CONFIG_VERSION == 4
     assert set(stored["model"]) == {"name", "dim", "width", "depth", "variance", "num_classes"}
     assert stored["model"]["width"] == 16
 
@@ -85,3 +85,20 @@ def test_dry_run_prints_the_config_the_run_would_store(argv, tmp_path, capsys):
 
 def test_dry_run_refuses_resume(tmp_path, capsys):
     cli_fails(["train", "--out", str(tmp_path), "--resume", "--dry-run"], capsys, "--dry-run")
+
+
+def test_layout_3_score_settings_were_eps_and_sigma2():
+    """Before layout 4 a config's score.prediction and weighting were always set, eps and sigma2
+    unless given; since 4, null means the process's own (edm, velocity, ...). A layout-3 config
+    without them (or without a score section) reads as eps and sigma2, not as null."""
+    d = RunConfig(objective="dsm").to_dict()
+    d["version"] = 3
+    for drop in (("prediction", "weighting"), ()):
+        old = {**d, "score": {k: v for k, v in d["score"].items() if k not in drop}}
+        if not drop:
+            del old["score"]
+        cfg = RunConfig.from_dict(old)
+        assert (cfg.score.prediction, cfg.score.weighting) == ("eps", "sigma2")
+    kept = {**d, "score": {**d["score"], "prediction": "x0", "weighting": "none"}}
+    assert RunConfig.from_dict(kept).score.prediction == "x0"
+    assert RunConfig.from_dict({**d, "version": 4}).score.prediction is None

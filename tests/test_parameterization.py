@@ -135,9 +135,12 @@ def test_split_learned_variance_calls_the_network_once_at_the_given_time():
 
 
 def test_eps_is_the_default_prediction_and_the_error_lists_every_kind():
+    from scorelab.processes.parameterization import PROCESS_PREDICTIONS
+
     f = lambda x, t: x  # noqa: E731
     assert as_eps_fn(f, make_schedule()) is f
-    with pytest.raises(ScorelabError, match="choose one of: " + ", ".join(PREDICTIONS) + "$"):
+    every = ", ".join((*PREDICTIONS, *PROCESS_PREDICTIONS))
+    with pytest.raises(ScorelabError, match="choose one of: " + every + "$"):
         as_eps_fn(f, make_schedule(), "noise")
 
 

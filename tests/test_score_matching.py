@@ -482,7 +482,9 @@ def test_score_matching_refusals_have_their_exact_messages():
     x0 = torch.zeros(2, 2)
     with pytest.raises(ScorelabError) as e:
         score_matching_loss("dsm", _lin_score, x0, sde=sde, weighting="snr")
-    assert str(e.value) == "unknown weighting 'snr'; choose one of: sigma2, likelihood, none"
+    assert str(e.value) == (
+        "unknown weighting 'snr'; choose one of: sigma2, likelihood, none, edm, velocity"
+    )
     with pytest.raises(ScorelabError) as e:
         score_matching_loss("tsm", _lin_score, x0, sde=sde)
     assert str(e.value) == "tsm needs the clean score grad log p_0 (clean_score=)"

@@ -46,6 +46,10 @@ FIXED_STEP = [
     ("unipc", {"order": 2}, 3),
     ("unipc", {"order": 2, "variant": "bh1"}, 3),
     ("unipc", {"order": 2, "corrector": False}, 2),
+    # the flow-native solvers in the process's own coordinates (here VP's x_t)
+    ("flow-euler", {}, 1),
+    ("flow-midpoint", {}, 2),
+    ("flow-heun", {}, 2),
 ]
 ADAPTIVE = frozenset({"ode-rk45"})
 # samplers that draw noise at every step; euler-maruyama and heun-edm's churn are tested here

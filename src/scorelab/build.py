@@ -121,18 +121,30 @@ def resolve_objective(cfg: RunConfig) -> RunConfig:
             raise ScorelabError("--objective tsm needs --target module:function")
         if cfg.objective != "tsm" and cfg.score.target:
             raise ScorelabError("--target is used only by --objective tsm")
-        if cfg.sde is not None:
-            build_sde(cfg.sde)  # an unknown name or bad parameter fails here, before any work
-            return cfg
-        return cfg.replace(sde=SDEConfig("ve" if cfg.objective == "tsm" else "vp"))
+        if cfg.sde is None:
+            cfg = cfg.replace(sde=SDEConfig("ve" if cfg.objective == "tsm" else "vp"))
+        process = build_sde(cfg.sde)  # an unknown name or bad parameter fails here
+        prediction, weighting = score_options(cfg, process)
+        return cfg.replace(
+            score=dataclasses.replace(cfg.score, prediction=prediction, weighting=weighting)
+        )
     if cfg.sde is not None:
         raise ScorelabError(
-            f"--sde trains with a score objective (dsm, ism, ssm or tsm), not {cfg.objective!r}; "
-            "eps, x0 and v train the discrete --schedule"
+            f"--process {cfg.sde.name} trains with a score objective (dsm, ism, ssm or tsm), not "
+            f"{cfg.objective!r}; eps, x0 and v train the discrete --process ddpm"
         )
     if cfg.score.target:
         raise ScorelabError("--target is used only by --objective tsm")
     return cfg
+
+
+def score_options(cfg: RunConfig, process: SDE) -> tuple[str, str]:
+    """The prediction and loss weighting of a run on a continuous-time process: its own
+    settings, or the process's (eps and sigma2 on vp/subvp/ve, edm on edm, velocity on flow)."""
+    return (
+        cfg.score.prediction or process.native_prediction,
+        cfg.score.weighting or process.native_weighting,
+    )
 
 
 def build_target(cfg: RunConfig) -> TargetScore:
@@ -183,7 +195,8 @@ def check_has_data(cfg: RunConfig) -> None:
 def build_eps_fn(model: nn.Module, cfg: RunConfig, schedule: DiscreteSchedule | SDE) -> EpsFn:
     """The trained network as an eps_fn(x, t) in the model's (normalized) units."""
     if cfg.sde is not None:
-        return as_eps_fn(preconditioned(model, schedule), schedule, cfg.score.prediction)
+        prediction = score_options(cfg, schedule)[0]  # type: ignore[arg-type]
+        return as_eps_fn(preconditioned(model, schedule), schedule, prediction)
     if cfg.model.variance == "learned":
         model, _ = split_learned_variance(model)
     return as_eps_fn(model, schedule, prediction_of(cfg.objective))

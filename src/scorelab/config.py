@@ -233,17 +233,27 @@ class SDEConfig:
 class ScoreConfig:
     """Options of the score-matching objectives (dsm, ism, ssm, tsm) on an SDE."""
 
-    prediction: str = setting(
-        "eps",
+    # None: the process's own (SDE.native_prediction, native_weighting), recorded when the run
+    # starts: eps and sigma2 on vp, subvp and ve; edm on edm; velocity on flow
+    prediction: str | None = setting(
+        None,
         "--prediction",
-        "score objectives: what the network outputs, converted exactly to the score",
-        choices=lambda: ("eps", "x0", "score"),
+        "continuous-time processes: what the network outputs, converted exactly to the score: "
+        "eps, x0, v, score, velocity (dx_t/dt, flow matching's target) or edm (EDM's "
+        "preconditioned F: D = c_skip x + c_out F(c_in x, c_noise)) (default: the process's "
+        "own: eps on vp, subvp and ve, edm on edm, velocity on flow)",
+        choices=lambda: ("eps", "x0", "v", "score", "velocity", "edm"),
+        show_default=False,
     )
-    weighting: str = setting(
-        "sigma2",
+    weighting: str | None = setting(
+        None,
         "--weighting",
-        "score objectives: lambda(t), sigma2 (sigma_t^2), likelihood (g(t)^2) or none",
+        "continuous-time processes: lambda(t) of the loss, sigma2 (sigma_t^2), likelihood "
+        "(g(t)^2), none, edm (EDM's lambda(sigma): unit weight on F) or velocity (unit weight on "
+        "the velocity: flow matching's loss) (default: the process's own: sigma2 on vp, subvp "
+        "and ve, edm on edm, velocity on flow)",
         choices=_weightings,
+        show_default=False,
     )
     probes: int = setting(1, "--probes", "ssm: random projections per example", rule=POSITIVE_INT)
     probe: str = setting("rademacher", "--probe", "ssm: projection distribution", choices=_probes)
@@ -413,7 +423,7 @@ class TrainConfig:
 
 # config.json's layout: 1 (no "version" key) stored one flat model section with every
 # network's fields; 2 stores the network's own fields only
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -512,7 +522,9 @@ def migrate_stored(d: dict[str, Any]) -> dict[str, Any]:
     """A stored config.json in the current layout (CONFIG_VERSION). Version 1 (no "version"
     key): the flat model section keeps its network's fields only, and a tsm run written before
     the blend existed trained plain tsm. Versions 1 and 2: a U-Net had gcd(32, channels)
-    GroupNorm groups (model.norm_group_size 0)."""
+    GroupNorm groups (model.norm_group_size 0). Versions 1 to 3: score.prediction and
+    score.weighting were always set, eps and sigma2 when not given (since 4, null means the
+    process's own)."""
     version = d.get("version", 1)
     if not isinstance(version, int) or version > CONFIG_VERSION:
         raise CheckpointError(
@@ -526,6 +538,9 @@ def migrate_stored(d: dict[str, Any]) -> dict[str, Any]:
             **d,
             "model": {**model, "norm_group_size": 0} if model.get("name") == "unet" else model,
         }
+    if version < 4:
+        score = d.get("score") if isinstance(d.get("score"), dict) else {}
+        d = {**d, "score": {"prediction": "eps", "weighting": "sigma2", **score}}
     if version == 1:
         d = {**d}
         if isinstance(d.get("model"), dict):
@@ -598,7 +613,7 @@ _V1_MODEL = {"name", "dim", "width", "depth", "variance", "in_channels", "image_
 _V1_MODEL |= {"channels", "channel_mult", "res_blocks", "attn_resolutions", "dropout"}
 _V1_MODEL |= {"num_classes", "latent_dim", "decoder", "beta"}
 _OPTIONAL = {"data": str, "labels": str, "image_size": int, "target": str, "tsm_scale": float}
-_OPTIONAL |= {"data_dir": str}
+_OPTIONAL |= {"data_dir": str, "prediction": str, "weighting": str}
 
 
 def _is_a(v: Any, kind: type) -> bool:

@@ -14,6 +14,10 @@ from scorelab.cli.args import add_settings, settings_given
 from scorelab.config import RunConfig
 from scorelab.errors import ScorelabError
 from scorelab.presets import config_file_overrides, image_defaults, preset_names
+from scorelab.processes import SDES
+
+# ddpm: the discrete schedule (config sde null); the others: processes/sde.py's SDES
+PROCESSES = ("ddpm", *SDES)
 
 
 def register(sub) -> None:
@@ -21,18 +25,25 @@ def register(sub) -> None:
         "train",
         help="train a diffusion model into a run directory",
         description="Train a DDPM (Algorithm 1 of Ho et al. 2020) on a dataset, or a "
-        "continuous-time score model on an --sde with a score-matching --objective. The run "
-        "directory gets config.json, checkpoints (safetensors), metrics.csv and loss.png (and "
-        "fd.png with --eval-every).",
+        "continuous-time model (--process vp, subvp, ve, edm or flow) with a score-matching "
+        "--objective. The run directory gets config.json, checkpoints (safetensors), "
+        "metrics.csv and loss.png (and fd.png with --eval-every).",
     )
     settings = add_settings(p, RunConfig)
     p.add_argument(
+        "--process",
         "--sde",
         dest="sde.name",
-        metavar="SDE",
+        metavar="PROCESS",
         default=None,
-        help="train in continuous time t in [0, 1] on this SDE: vp (beta 0.1..20), subvp, ve "
-        "(sigma 0.01..50); needs a score objective (default with one: vp; ve for tsm)",
+        choices=PROCESSES,
+        help="the forward process x_t = alpha_t x_0 + sigma_t eps: ddpm (the discrete --schedule, "
+        "trained with --objective eps, x0, v or hybrid; the default), or in continuous time: vp "
+        "(beta 0.1..20), subvp, ve (sigma 0.01..50), edm (Karras et al. 2022: sigma "
+        "0.002..80, log-normal training sigma, preconditioned network, EDM's loss weight) or "
+        "flow (flow matching / rectified flow: x_t = (1 - t) x_0 + t eps, velocity target). A "
+        "continuous process trains with a score objective, dsm unless --objective says "
+        "otherwise (vp without --process; ve for tsm). --sde is the same flag",
     )
     p.add_argument(
         "--out",
@@ -68,12 +79,16 @@ def register(sub) -> None:
         "½‖s‖² + vᵀ(∂s/∂x)v",
     )
     p.add_argument(
+        "--process-param",
         "--sde-param",
+        dest="sde_param",
         action="append",
         default=None,
         metavar="KEY=VALUE",
-        help="an SDE parameter, repeatable: beta_min, beta_max (vp, subvp), sigma_min, "
-        "sigma_max (ve)",
+        help="a process parameter, repeatable: beta_min, beta_max (vp, subvp); sigma_min, "
+        "sigma_max (ve); sigma_min, sigma_max, sigma_data (default: the data's std), p_mean, "
+        "p_std, rho (edm); sigma_min, logit_mean, logit_std (flow; logit_std > 0: "
+        "logit-normal training times). --sde-param is the same flag",
     )
     p.add_argument(
         "--dry-run",
@@ -98,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         if args.resume and not auto:
             raise ScorelabError("--config starts a new run; --resume reads the run's own config")
         overrides = {**config_file_overrides(args.config), **overrides}
+    if overrides.get("sde") and "objective" not in overrides and (auto or not args.resume):
+        overrides["objective"] = "dsm"  # a continuous process trains with a score objective
     from scorelab.runs import KINDS
 
     vae = overrides.get("model.name") in KINDS["vae"].models
@@ -182,11 +199,17 @@ def _train_and_report(args: argparse.Namespace, overrides: dict, rank: int) -> i
 
 
 def _sde_overrides(args: argparse.Namespace, overrides: dict) -> None:
-    """--sde and --sde-param KEY=VALUE become the config's sde = {name, params}."""
+    """--process and --process-param KEY=VALUE become the config's sde = {name, params}
+    (None for ddpm, the discrete schedule)."""
     name = getattr(args, "sde.name")
-    if args.sde_param and name is None:
-        raise ScorelabError("--sde-param needs --sde")
+    if args.sde_param and name in (None, "ddpm"):
+        raise ScorelabError(
+            "--process-param needs a continuous --process (vp, subvp, ve, edm or flow)"
+        )
     if name is None:
+        return
+    if name == "ddpm":
+        overrides["sde"] = None
         return
     params = {}
     for item in args.sde_param or []:

@@ -17,8 +17,13 @@ On an SDE (processes/sde.py), with x_t = alpha_t x_0 + sigma_t eps and t ~ U[t_m
        other data s is the local scale sqrt(d / E‖∇log p_0‖²) (fisher_scale; s for a Gaussian,
        about the modes' width for a mixture of narrow modes).
   ism, ssm on x_t at each t: noise-conditional, every level its own term (NCSN).
-λ(t) is sigma_t² ("sigma2", Song & Ermon 2019), g(t)² ("likelihood", Song et al. 2021b) or 1.
-All four have the same minimiser, the score of p_t; they differ by θ-independent constants.
+λ(t) is sigma_t² ("sigma2", Song & Ermon 2019), g(t)² ("likelihood", Song et al. 2021b), 1,
+EDM's λ(sigma) ("edm": a unit weight on EDM's preconditioned output F, Karras et al. 2022) or
+b_t² sigma_t² with b_t = g² / (2 sigma_t) ("velocity": dsm is then ½‖u_θ − (alpha'_t x_0 +
+sigma'_t eps)‖², flow matching's loss, Lipman et al. 2023).
+Times come from the process (SDE.training_times): uniform on [t_min, T], EDM's log-normal
+sigma, or flow's uniform / logit-normal t.
+All of them have the same minimiser, the score of p_t; they differ by θ-independent constants.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from scorelab.errors import ScorelabError
 from scorelab.numerics.divergence import divergence_exact, divergence_hutchinson, sample_probes
 
 SCORE_OBJECTIVES: tuple[str, ...] = ("dsm", "ism", "ssm", "tsm")
-WEIGHTINGS: tuple[str, ...] = ("sigma2", "likelihood", "none")
+WEIGHTINGS: tuple[str, ...] = ("sigma2", "likelihood", "none", "edm", "velocity")
 # w_t of the tsm target: snr (variance-optimal for Gaussian data), switch (tsm where
 # alpha_t s > sigma_t, dsm elsewhere), none (plain tsm at every t)
 TSM_BLENDS: tuple[str, ...] = ("snr", "switch", "none")
@@ -81,21 +86,30 @@ def ssm_loss(
 
 
 def sample_times(sde, n: int, *, generator: torch.Generator | None = None, device=None) -> Tensor:
-    """n times uniform on [t_min, T], float64: VE's alpha_bar_eq at t_min is 1 - 2e-8, which
-    float32 rounds to 1."""
-    gen_device = generator.device if generator is not None else device
-    u = torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
-    return sde.t_min + u * (sde.T - sde.t_min)
+    """n training times of the process, float64 (VE's alpha_bar_eq at t_min is 1 - 2e-8,
+    which float32 rounds to 1): uniform on [t_min, T] unless the process draws its own."""
+    return sde.training_times(n, generator=generator, device=device)
 
 
 def weight(sde, t: Tensor, weighting: str) -> Tensor:
-    """λ(t): sigma_t², g(t)² or 1, shape (B,)."""
+    """λ(t) of dsm's ½‖s + eps/sigma_t‖², shape (B,), float64 for float64 t:
+    sigma2: sigma_t²; likelihood: g(t)²; none: 1;
+    edm: λ_EDM(s) sigma_t⁴ / alpha_t² = (s² + sd²) sigma_t² / sd² with s = sigma_t / alpha_t, sd =
+      sigma_data, since ‖D − x_0‖² = sigma_t⁴ / alpha_t² ‖s_θ + eps/sigma_t‖² and λ_EDM(s) =
+      (s² + sd²) / (s sd)²: ½ λ_EDM ‖D − x_0‖², a unit weight on EDM's F;
+    velocity: b² sigma_t², b = g² / (2 sigma_t), since u − u_θ = b sigma_t (s_θ + eps / sigma_t)."""
     if weighting == "sigma2":
         return sde.std(t) ** 2
     if weighting == "likelihood":
         return sde.diffusion(t) ** 2
     if weighting == "none":
         return torch.ones_like(t)
+    if weighting == "edm":
+        alpha, sigma, sd = sde.mean_coeff(t), sde.std(t), float(sde.sigma_data)
+        return ((sigma / alpha) ** 2 + sd**2) * sigma**2 / sd**2
+    if weighting == "velocity":
+        _, b = sde.velocity_coefficients(t)
+        return (b * sde.std(t).to(b.dtype)) ** 2
     raise ScorelabError(f"unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
 
 
@@ -159,7 +173,7 @@ def score_matching_loss(
     generator: torch.Generator | None = None,
     t: Tensor | None = None,
 ) -> Tensor:
-    """λ(t) × the named objective at x_t ~ q(x_t | x_0), t ~ U[t_min, T] unless given, (B,).
+    """λ(t) × the named objective at x_t ~ q(x_t | x_0), t from the process unless given, (B,).
 
     score_fn(x, t) is the model's score in the SDE's own coordinates; clean_score(x0) is
     ∇log p_0 (tsm only; tsm_blend and data_std set its blend with dsm, see tsm_target).

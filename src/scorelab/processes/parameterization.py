@@ -10,6 +10,14 @@ x~ = c x_t, c = input_scale(t) = 1 / sqrt(alpha_t^2 + sigma_t^2); there a = sqrt
 eps and x0 are unchanged and grad_x log p_t = c grad_x~ log p~_t = -eps / sigma_t.
 Every conversion goes through eps; adapters turn any of these functions into an eps_fn.
 alpha_bar is a (B,) tensor, or a Python float when one time holds for the whole batch.
+
+Two more predictions need the process itself, not only alpha_bar (docs/theory.md §29); each is
+linear in (x_t, prediction), eps = A x_t + B pred (eps_coefficients):
+  velocity  u = dx_t/dt = f x_t + (g^2 / (2 sigma_t)) eps   (flow matching; the PF-ODE drift)
+  edm       F with D = c_skip x^ + c_out F(c_in x^, c_noise) (Karras et al. 2022, Table 1), in
+            the VE view x^ = x_t / alpha_t, s = sigma_t / alpha_t: c_skip = sd^2 / (s^2 + sd^2),
+            c_out = s sd / sqrt(s^2 + sd^2), c_in = 1 / sqrt(s^2 + sd^2), sd = sigma_data;
+            eps = (x^ - D) / s = s x^ / (s^2 + sd^2) - sd F / sqrt(s^2 + sd^2)
 """
 
 from __future__ import annotations
@@ -23,10 +31,56 @@ from scorelab._tensor import append_dims, is_broadcast
 from scorelab.errors import ScorelabError
 from scorelab.typing import PREDICTIONS, EpsFn, ModelFn, Prediction, Schedule, ScoreFn
 
+# predictions whose conversion needs the process (its drift, diffusion and sigma_data)
+PROCESS_PREDICTIONS: tuple[str, ...] = ("velocity", "edm")
+
 
 def check_prediction(kind: str) -> None:
     if kind not in PREDICTIONS:
         raise ScorelabError(f"unknown prediction {kind!r}; choose one of: {', '.join(PREDICTIONS)}")
+
+
+def check_model_prediction(kind: str) -> None:
+    """A prediction as_eps_fn takes: eps, x0, v, score, or velocity and edm on a process."""
+    known = PREDICTIONS + PROCESS_PREDICTIONS
+    if kind not in known:
+        raise ScorelabError(f"unknown prediction {kind!r}; choose one of: {', '.join(known)}")
+
+
+def eps_coefficients(schedule: Schedule, kind: str, t: Tensor) -> tuple[Tensor, Tensor]:
+    """(A, B) with eps = A x_t + B pred for a velocity or edm prediction, float64, shape of t."""
+    if kind not in PROCESS_PREDICTIONS:
+        raise ScorelabError(f"{kind!r} is not a process prediction (velocity, edm)")
+    if not hasattr(schedule, "mean_coeff"):
+        raise ScorelabError(
+            f"prediction {kind!r} needs a continuous-time process (vp, subvp, ve, edm or flow), "
+            "not a discrete schedule"
+        )
+    t = _wide(t)
+    if kind == "velocity":
+        f, b = schedule.velocity_coefficients(t)  # type: ignore[attr-defined]
+        return -f / b, 1 / b
+    alpha, sigma = schedule.mean_coeff(t), schedule.std(t)  # type: ignore[attr-defined]
+    s, sd = sigma / alpha, float(schedule.sigma_data)  # type: ignore[attr-defined]
+    r2 = s**2 + sd**2
+    return s / r2 / alpha, -sd / r2.sqrt()
+
+
+def _linear_eps(schedule: Schedule, kind: str, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    a, b = eps_coefficients(schedule, kind, t)
+    return append_dims(a.to(x.dtype), x.ndim), append_dims(b.to(x.dtype), x.ndim)
+
+
+def process_to_eps(pred: Tensor, kind: str, x_t: Tensor, t: Tensor, schedule: Schedule) -> Tensor:
+    """The eps that a velocity or edm prediction implies at (x_t, t) on the process."""
+    a, b = _linear_eps(schedule, kind, t, x_t)
+    return a * x_t + b * pred
+
+
+def process_from_eps(eps: Tensor, kind: str, x_t: Tensor, t: Tensor, schedule: Schedule) -> Tensor:
+    """The velocity or edm prediction that an eps implies at (x_t, t) on the process."""
+    a, b = _linear_eps(schedule, kind, t, x_t)
+    return (eps - a * x_t) / b
 
 
 def _a_sigma(alpha_bar: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor] | tuple[float, float]:
@@ -100,9 +154,16 @@ def as_eps_fn(model_fn: ModelFn, schedule: Schedule, prediction: Prediction = "e
     For an SDE the conversion runs in the VP view x~ = c x (eps and x0 are the same there, v is
     defined there); a score prediction is grad_x log p_t, which is c grad_x~ log p~_t.
     """
-    check_prediction(prediction)
+    check_model_prediction(prediction)
     if prediction == "eps":
         return model_fn
+    if prediction in PROCESS_PREDICTIONS:
+        eps_coefficients(schedule, prediction, torch.full((1,), 0.5))  # a discrete one: now
+
+        def process_eps_fn(x: Tensor, t: Tensor) -> Tensor:
+            return process_to_eps(model_fn(x, t), prediction, x, t, schedule)
+
+        return process_eps_fn
 
     def eps_fn(x: Tensor, t: Tensor) -> Tensor:
         # alpha_bar in float64: in float32 it is 1 - 1e-4 +- 6e-8 at DDPM's t = 1, which puts
@@ -116,12 +177,24 @@ def as_eps_fn(model_fn: ModelFn, schedule: Schedule, prediction: Prediction = "e
     return eps_fn
 
 
+def net_input_scale(schedule: Schedule, t: Tensor, x: Tensor) -> Tensor:
+    """c_in = 1 / sqrt(sigma_t^2 + alpha_t^2 sigma_data^2): EDM's input scale in x_t's units; with
+    sigma_data = 1 (every process but EDM) it is input_scale(t), the VP view."""
+    sigma_data = float(getattr(schedule, "sigma_data", 1.0))
+    if sigma_data == 1.0:
+        return _scale(schedule, t, x)
+    t = _wide(t)
+    alpha, sigma = schedule.mean_coeff(t), schedule.std(t)  # type: ignore[attr-defined]
+    c = torch.rsqrt(sigma**2 + (alpha * sigma_data) ** 2)
+    return append_dims(c.to(x.dtype), x.ndim)
+
+
 def preconditioned(net: ModelFn, schedule: Schedule) -> ModelFn:
-    """The network fed x~ = input_scale(t) x and noise_label(t) (t, or log sigma_t for VE):
-    well-scaled inputs on every SDE (EDM's c_in and c_noise)."""
+    """The network fed c_in(t) x and noise_label(t) (t; log sigma_t for VE; log(sigma) / 4
+    for EDM): well-scaled inputs on every process (EDM's c_in and c_noise; net_input_scale)."""
 
     def model_fn(x: Tensor, t: Tensor) -> Tensor:
-        return net(_scale(schedule, t, x) * x, schedule.noise_label(t).to(t.dtype))
+        return net(net_input_scale(schedule, t, x) * x, schedule.noise_label(t).to(t.dtype))
 
     return model_fn
 
@@ -199,7 +272,13 @@ def denoiser_from_eps(eps_fn: EpsFn, schedule: Schedule) -> ModelFn:
 
 
 __all__ = [
+    "PROCESS_PREDICTIONS",
     "as_eps_fn",
+    "check_model_prediction",
+    "eps_coefficients",
+    "net_input_scale",
+    "process_from_eps",
+    "process_to_eps",
     "clip_x0",
     "convert",
     "denoiser_from_eps",

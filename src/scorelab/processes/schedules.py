@@ -93,6 +93,13 @@ class DiscreteSchedule:
         out = table[i] - table[i + 1]
         return out.to(t.dtype if t.is_floating_point() else torch.float32)
 
+    def velocity_coefficients(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(-beta(t) / 2, beta(t) / (2 sigma_t)) in float64: the PF-ODE drift of the VP-SDE this
+        schedule defines is u(x, t) = -beta/2 x + beta / (2 sigma_t) eps (sde.py's velocity)."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        beta = self.beta_rate(t).to(torch.float64)
+        return -beta / 2, beta / (2 * self.sigma(t).to(torch.float64))
+
     def time_at_log_snr(self, log_snr: Tensor | float) -> Tensor:
         """The inverse of log_snr(t) on [0, T] (float64): the time with that log-SNR."""
         lam = torch.as_tensor(log_snr, dtype=torch.float64)

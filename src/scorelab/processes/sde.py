@@ -1,4 +1,6 @@
-"""Continuous-time SDEs on t in [0, 1]: VP, sub-VP and VE (Song et al. 2021, appendix B).
+"""Continuous-time processes x_t = alpha_t x_0 + sigma_t eps: VP, sub-VP and VE (Song et al.
+2021, appendix B), EDM (Karras et al. 2022) and flow matching (Lipman et al. 2023, Liu et al.
+2023), each written as the linear SDE that has those marginals.
 
 Each is linear, dx = f(t) x dt + g(t) dW, so its marginal is Gaussian:
   q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I),  d log alpha_t / dt = f(t),
@@ -6,9 +8,16 @@ Each is linear, dx = f(t) x dt + g(t) dW, so its marginal is Gaussian:
   VP:     f = -beta(t)/2, g^2 = beta(t),                   alpha = e^{-B/2}, sigma^2 = 1 - e^{-B}
   sub-VP: f = -beta(t)/2, g^2 = beta(t) (1 - e^{-2B}),     alpha = e^{-B/2}, sigma = 1 - e^{-B}
   VE:     f = 0, g^2 = d sigma^2/dt, sigma_t^2 = sigma_min^2 ((sigma_max/sigma_min)^{2t} - 1)
+  EDM:    f = 0, g^2 = 2t, alpha = 1, sigma = t: time is the noise level sigma in
+          [sigma_min, sigma_max] (Karras et al. 2022, sigma(t) = t, s(t) = 1)
+  flow:   alpha = 1 - t, sigma = sigma_min + (1 - sigma_min) t (the linear interpolant; t = 1 is
+          noise), f = -1 / (1 - t), g^2 = 2 sigma (1 - sigma_min) + 2 sigma^2 / (1 - t)
 with beta(t) = beta_min + t (beta_max - beta_min) and B(t) = int_0^t beta. VE's sigma_t is the
 exact std of x_t - x_0 (it is 0 at t = 0), not score_sde's sigma_min (sigma_max/sigma_min)^t.
 Reverse SDE: dx = [f x - g^2 score] dt + g dW-bar; PF-ODE: dx/dt = f x - g^2 score / 2.
+The PF-ODE's drift is the velocity u = dx_t/dt = alpha'_t x_0 + sigma'_t eps in expectation
+given x_t: u = f x_t + (g^2 / (2 sigma_t)) eps (velocity_coefficients), which is flow
+matching's regression target for its process (docs/theory.md §29).
 
 The VP-equivalent view. In x~ = x_t / sqrt(alpha_t^2 + sigma_t^2) every such process is a VP
 process with alpha_bar_eq = alpha_t^2 / (alpha_t^2 + sigma_t^2): the same log-SNR
@@ -48,6 +57,12 @@ class SDE(ABC):
     T: float = 1.0
     t_min: float = 1e-3
     name: str = ""
+    # the data's std in model units, for EDM's preconditioning (prediction "edm"); 1 for every
+    # process but EDM, whose runs set it from the data
+    sigma_data: float = 1.0
+    # what the network predicts and how the loss weighs noise levels unless a run says otherwise
+    native_prediction: str = "eps"
+    native_weighting: str = "sigma2"
 
     # -- per-SDE closed forms ------------------------------------------------------------------
     @abstractmethod
@@ -77,6 +92,19 @@ class SDE(ABC):
     def noise_label(self, t: Tensor) -> Tensor:
         """The network's time input: t itself (VE overrides it with log sigma_t)."""
         return t
+
+    def training_times(
+        self, n: int, *, generator: torch.Generator | None = None, device=None
+    ) -> Tensor:
+        """n training times, float64: uniform on [t_min, T] (EDM and flow override it)."""
+        u = _uniform(n, generator, device)
+        return self.t_min + u * (self.T - self.t_min)
+
+    def velocity_coefficients(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(f, g^2 / (2 sigma_t)) in float64: the velocity dx_t/dt = alpha' x_0 + sigma' eps has
+        the conditional mean u(x, t) = f x + (g^2 / (2 sigma_t)) eps, the PF-ODE's drift."""
+        t, _ = _t64(t)
+        return self._f(t), self._g2(t) / (2 * self._var(t).sqrt())
 
     # -- the process -------------------------------------------------------------------------
     def mean_coeff(self, t: Tensor | float) -> Tensor:
@@ -228,6 +256,18 @@ class SDE(ABC):
         return {"name": self.name, **asdict(self)}  # type: ignore[call-overload]
 
 
+def _uniform(n: int, generator: torch.Generator | None, device) -> Tensor:
+    """n uniform numbers in [0, 1), float64, drawn on the generator's device."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+
+
+def _normal(n: int, generator: torch.Generator | None, device) -> Tensor:
+    """n standard normal numbers, float64, drawn on the generator's device."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+
+
 def _check_positive(**values: float) -> None:
     for key, value in values.items():
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -356,17 +396,186 @@ class VESDE(SDE):
         return (0.5 * torch.log(self._var(t))).to(dtype)
 
 
-SDES: dict[str, Callable[..., SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+@dataclass(frozen=True)
+class EDM(SDE):
+    """EDM (Karras et al. 2022): x_t = x_0 + t eps, time = noise level sigma. Training draws
+    log sigma ~ N(p_mean, p_std^2); the network is preconditioned with sigma_data (prediction
+    "edm": D = c_skip x + c_out F(c_in x, c_noise), parameterization.py) and the loss weighs
+    each level by lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (weighting
+    "edm"), which is a unit weight on F. The default grid is its sigma^(1/rho) grid."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    rho: float = 7.0
+
+    name = "edm"
+    native_prediction = "edm"
+    native_weighting = "edm"
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max,
+            sigma_data=self.sigma_data,
+            p_std=self.p_std,
+            rho=self.rho,
+        )
+        if self.sigma_max <= self.sigma_min:
+            raise ScorelabError("sigma_max must be > sigma_min")
+        if not math.isfinite(self.p_mean):
+            raise ScorelabError(f"p_mean must be finite, got {self.p_mean!r}")
+
+    @property
+    def T(self) -> float:  # type: ignore[override]
+        return self.sigma_max
+
+    @property
+    def t_min(self) -> float:  # type: ignore[override]
+        return self.sigma_min
+
+    def _log_mean(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _var(self, t: Tensor) -> Tensor:
+        return t**2
+
+    def _f(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return 2 * t
+
+    def _dvar(self, t: Tensor) -> Tensor:
+        return 2 * t
+
+    def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
+        return torch.exp(-lam / 2)  # lambda = -2 log sigma
+
+    def velocity_coefficients(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        t, _ = _t64(t)
+        return torch.zeros_like(t), torch.ones_like(t)  # dx/dsigma = eps
+
+    def training_times(
+        self, n: int, *, generator: torch.Generator | None = None, device=None
+    ) -> Tensor:
+        """sigma = exp(p_mean + p_std z), z ~ N(0, 1) (EDM's log-normal; not clipped)."""
+        return torch.exp(self.p_mean + self.p_std * _normal(n, generator, device))
+
+    def noise_label_range(self) -> tuple[float, float]:
+        return math.log(self.sigma_min) / 4, math.log(self.sigma_max) / 4
+
+    def noise_label(self, t: Tensor) -> Tensor:
+        """c_noise = log(sigma) / 4 (EDM's Table 1)."""
+        t, dtype = _t64(t)
+        return (torch.log(t) / 4).to(dtype)
+
+    def timesteps(self, steps: int | None = None) -> Tensor:
+        """sigma_max = t_0 > ... > t_{K-1} = sigma_min with sigma^(1/rho) uniform, then 0."""
+        steps = 18 if steps is None else int(steps)
+        if steps < 1:
+            raise ScorelabError(f"steps must be >= 1, got {steps}")
+        if steps == 1:
+            return torch.tensor([self.T, 0.0], dtype=torch.float64)
+        w = torch.linspace(0, 1, steps, dtype=torch.float64)
+        lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+        grid = (hi + w * (lo - hi)) ** self.rho
+        grid[0], grid[-1] = self.sigma_max, self.sigma_min
+        return torch.cat([grid, grid.new_zeros(1)])
+
+    @property
+    def default_steps(self) -> int:
+        return 18  # EDM's CIFAR-10 setting: 35 network calls with Heun
+
+    @property
+    def sampling_t_min(self) -> float | None:
+        """None: the "uniform" spacing takes timesteps(), EDM's sigma^(1/rho) grid (uniform in
+        sigma would spend nearly every step at high noise); the others end at sigma_min."""
+        return None
+
+
+@dataclass(frozen=True)
+class Flow(SDE):
+    """Flow matching / rectified flow (Lipman et al. 2023; Liu et al. 2023): x_t = (1 - t) x_0
+    + (sigma_min + (1 - sigma_min) t) eps on t in [t_min, T], T = 1 - 1e-3 (at t = 1 the
+    signal is gone and eps carries no information about the velocity). The network predicts
+    the velocity (prediction "velocity"), regressed with unit weight (weighting "velocity") onto
+    d x_t / dt = -x_0 + (1 - sigma_min) eps; training times are uniform, or logit-normal
+    t = sigmoid(logit_mean + logit_std z) when logit_std > 0 (Esser et al. 2024)."""
+
+    sigma_min: float = 0.0
+    logit_mean: float = 0.0
+    logit_std: float = 0.0
+
+    name = "flow"
+    T = 1.0 - 1e-3
+    t_min = 1e-3
+    native_prediction = "velocity"
+    native_weighting = "velocity"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.sigma_min, int | float) and 0 <= self.sigma_min < 1):
+            raise ScorelabError(f"sigma_min must be in [0, 1), got {self.sigma_min!r}")
+        if not (math.isfinite(self.logit_mean) and 0 <= self.logit_std < math.inf):
+            raise ScorelabError("logit_mean must be finite and logit_std a finite number >= 0")
+
+    def _sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min + (1 - self.sigma_min) * t
+
+    def _log_mean(self, t: Tensor) -> Tensor:
+        return torch.log1p(-t)
+
+    def _var(self, t: Tensor) -> Tensor:
+        return self._sigma(t) ** 2
+
+    def _f(self, t: Tensor) -> Tensor:
+        return -1 / (1 - t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        s = self._sigma(t)
+        return 2 * s * (1 - self.sigma_min) + 2 * s**2 / (1 - t)
+
+    def _dvar(self, t: Tensor) -> Tensor:
+        return 2 * self._sigma(t) * (1 - self.sigma_min)
+
+    def _time_at_log_snr(self, lam: Tensor) -> Tensor | None:
+        # (1 - t) / (sigma_min + (1 - sigma_min) t) = r = e^{lambda / 2}
+        r = torch.exp(lam / 2)
+        return (1 - r * self.sigma_min) / (1 + r * (1 - self.sigma_min))
+
+    def velocity_coefficients(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        # g^2 / (2 sigma) = (1 - sigma_min) + sigma / (1 - t): no 0/0 at t = 0
+        t, _ = _t64(t)
+        return self._f(t), (1 - self.sigma_min) + self._sigma(t) / (1 - t)
+
+    def training_times(
+        self, n: int, *, generator: torch.Generator | None = None, device=None
+    ) -> Tensor:
+        if self.logit_std == 0:
+            return super().training_times(n, generator=generator, device=device)
+        z = _normal(n, generator, device)
+        return torch.sigmoid(self.logit_mean + self.logit_std * z).clamp(self.t_min, self.T)
+
+
+SDES: dict[str, Callable[..., SDE]] = {
+    "vp": VPSDE,
+    "subvp": SubVPSDE,
+    "ve": VESDE,
+    "edm": EDM,
+    "flow": Flow,
+}
 
 
 def make_sde(name: str = "vp", **params: float) -> SDE:
-    """Build a named SDE: make_sde('ve', sigma_max=50.0)."""
+    """Build a named continuous-time process: make_sde('ve', sigma_max=50.0), make_sde('edm')."""
     if name not in SDES:
-        raise ScorelabError(f"unknown sde {name!r}; choose one of: {', '.join(SDES)}")
+        raise ScorelabError(f"unknown process {name!r}; choose one of: {', '.join(SDES)}")
     try:
         return SDES[name](**params)
     except TypeError as e:
-        raise ScorelabError(f"bad parameters for sde {name!r}: {e}") from None
+        raise ScorelabError(f"bad parameters for process {name!r}: {e}") from None
 
 
-__all__ = ["SDE", "SDES", "SubVPSDE", "VESDE", "VPSDE", "make_sde"]
+__all__ = ["EDM", "SDE", "SDES", "Flow", "SubVPSDE", "VESDE", "VPSDE", "make_sde"]

@@ -32,6 +32,7 @@ from scorelab.build import (
     prediction_of,
     resolve_objective,
     sample_shape,
+    score_options,
 )
 from scorelab.config import RunConfig
 from scorelab.data import Normalizer, check_array, is_image_source, load_dataset_labels
@@ -106,8 +107,23 @@ def prepare_diffusion(
         scale = fisher_scale(clean, normalizer_of(cfg).encode(data[:4096]))
         log(f"tsm: the blend's data scale sqrt(d / E|grad log p_0|^2) is {scale:.4g}")
         cfg = cfg.replace(score=dataclasses.replace(cfg.score, tsm_scale=scale))
+    cfg = resolve_sigma_data(cfg, data, log)
     build_process(cfg)  # a bad schedule or SDE parameter fails here, before any work
     return Prepared(cfg, data, labels, extras)
+
+
+def resolve_sigma_data(cfg: RunConfig, data: Tensor, log: Callable[[str], None]) -> RunConfig:
+    """A process with a sigma_data parameter (EDM) not given: the std of the training data in
+    model units (first 10,000 examples), recorded in the config's process parameters."""
+    if cfg.sde is None or "sigma_data" in cfg.sde.params:
+        return cfg
+    if "sigma_data" not in {f.name for f in dataclasses.fields(build_process(cfg))}:
+        return cfg
+    x = normalizer_of(cfg).encode(data[:10_000].to(torch.float64))
+    sigma_data = float(f"{float(x.std()):.4g}")
+    log(f"{cfg.sde.name}: sigma_data {sigma_data} (the data's std in model units)")
+    params = {**cfg.sde.params, "sigma_data": sigma_data}
+    return cfg.replace(sde=dataclasses.replace(cfg.sde, params=params))
 
 
 def train_diffusion(
@@ -291,6 +307,7 @@ def _loss_fn(cfg: RunConfig, process, target) -> Callable[..., Tensor]:
         return make_loss_fn(cfg, process)
     clean = None if target is None else normalizer_of(cfg).encode_score(target)
     opts = cfg.score
+    weighting = score_options(cfg, process)[1]
 
     def score_loss(net: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
         return score_matching_loss(
@@ -298,7 +315,7 @@ def _loss_fn(cfg: RunConfig, process, target) -> Callable[..., Tensor]:
             build_score_fn(net, cfg, process),
             x0,
             sde=process,
-            weighting=opts.weighting,
+            weighting=weighting,
             clean_score=clean,
             tsm_blend=opts.tsm_blend,
             data_std=opts.tsm_scale or 1.0,
@@ -547,7 +564,7 @@ class DiffusionKind:
 
     def describe(self, cfg: RunConfig) -> str:
         schedule = f"{cfg.schedule.name} T={cfg.schedule.T}"
-        process = f"{cfg.sde.name} SDE" if cfg.sde is not None else schedule
+        process = f"{cfg.sde.name} process" if cfg.sde is not None else schedule
         return f"diffusion ({cfg.model.name}, {cfg.objective}, {process})"
 
     def nll(

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 # importing the sampler modules registers their samplers, in this order
-from scorelab.samplers import ancestral, ddim, continuous, unipc  # noqa: F401  # isort: skip
+from scorelab.samplers import ancestral, ddim, continuous, unipc, flow  # noqa: F401  # isort: skip
 from scorelab._tensor import append_dims, batch_times, randn
 from scorelab.samplers.ancestral import sample_ddpm, sample_ddpm_score
 from scorelab.samplers.continuous import (
@@ -29,6 +29,7 @@ from scorelab.samplers.continuous import (
     sample_pc,
 )
 from scorelab.samplers.ddim import sample_ddim, sample_dpm_solver_pp
+from scorelab.samplers.flow import sample_flow_euler, sample_flow_heun, sample_flow_midpoint
 from scorelab.samplers.registry import (
     REGISTRY,
     SAMPLER_INFO,
@@ -145,6 +146,9 @@ __all__ = [
     "sample_ddpm_score",
     "sample_dpm_solver_pp",
     "sample_euler_maruyama",
+    "sample_flow_euler",
+    "sample_flow_heun",
+    "sample_flow_midpoint",
     "sample_heun_edm",
     "sample_langevin",
     "sample_ode_euler",

@@ -1,6 +1,8 @@
 """Time grids shared by all samplers: K positive times from T down, then 0.
 
-uniform: t = T u; quadratic: t = T u^2 (DDIM's); with u = (K - i) / K, i = 0..K-1.
+uniform: t = T u; quadratic: t = T u^2 (DDIM's); with u = (K - i) / K, i = 0..K-1. Without a
+t_min, uniform is the process's own grid (schedule.timesteps): integer times for DDPM, and for
+EDM, whose time is the noise level sigma, its sigma^(1/rho) grid (the same as karras).
 logsnr: log-SNR uniform between t = T and t_min (DPM-Solver's choice).
 karras: sigma = sqrt((1 - alpha_bar) / alpha_bar) with sigma^(1/rho) uniform between its
 values at T and t_min (Karras et al. 2022, eq. 5, rho = 7).
