@@ -120,7 +120,8 @@ def _exact_gaussian(p, m: float, v: float, x: torch.Tensor, t: torch.Tensor):
 def test_velocity_and_edm_predictions_of_the_oracle_are_exact(p):
     """For Gaussian data: the exact eps converted to a velocity is alpha' E[x_0|x] + sigma'
     E[eps|x]; converted to EDM's F it gives D = c_skip x^ + c_out F = E[x_0 | x] with Karras'
-    c_skip, c_out written out here; both convert back to the eps (round trip, 1e-10)."""
+    c_skip, c_out written out here; both convert back to the eps (round trip, 1e-10). The
+    oracle's velocity_fn and denoiser_fn are these."""
     m, v = 0.3, 0.7
     gm = GaussianMixture(
         torch.ones(1),
@@ -136,8 +137,9 @@ def test_velocity_and_edm_predictions_of_the_oracle_are_exact(p):
     h = 1e-6 * t
     da = ((p.mean_coeff(t + h) - p.mean_coeff(t - h)) / (2 * h))[:, None]
     ds = ((p.std(t + h) - p.std(t - h)) / (2 * h))[:, None]
-    u = process_from_eps(eps, "velocity", x, t, p)
+    u = gm.velocity_fn(p)(x, t)
     torch.testing.assert_close(u, da * x0 + ds * e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gm.denoiser_fn(p)(x, t), x0, rtol=1e-9, atol=1e-9)
     F = process_from_eps(eps, "edm", x, t, p)
     a, s, sd = p.mean_coeff(t)[:, None], p.std(t)[:, None], p.sigma_data
     sh, xh = s / a, x / a  # the VE view
@@ -170,9 +172,9 @@ def test_edm_network_input_is_c_in_and_c_noise():
 
 def test_process_predictions_need_a_continuous_process():
     ddpm = make_schedule("linear", T=100)
-    for kind in ("velocity", "edm"):
-        with pytest.raises(ScorelabError, match="continuous-time process"):
-            as_eps_fn(lambda x, t: x, ddpm, kind)
+    with pytest.raises(ScorelabError, match="continuous-time process"):
+        as_eps_fn(lambda x, t: x, ddpm, "edm")
+    as_eps_fn(lambda x, t: x, ddpm, "velocity")  # a DDPM schedule's VP-SDE has one
     with pytest.raises(ScorelabError, match="not a process prediction"):
         eps_coefficients(Flow(), "eps", torch.ones(1))
     with pytest.raises(ScorelabError, match="unknown prediction"):
@@ -345,3 +347,73 @@ def test_each_process_trained_with_its_own_objective_recovers_a_mixture(p):
     )
     sw = sliced_wasserstein(x.float(), ref.float(), generator=torch.Generator().manual_seed(0))
     assert sw < 2 * floor, (sw, floor)
+
+
+# -- the command line ------------------------------------------------------------------------
+@pytest.mark.parametrize("process", ["edm", "flow"])
+def test_cli_trains_samples_and_scores_each_process(process, tmp_path, capsys):
+    """`train --process NAME` records the process and its resolved prediction, weighting,
+    objective (and EDM's sigma_data from the data); `sample` with the default, a flow solver and
+    DPM-Solver++ and `eval --nll ode` run on the result. The likelihood starts where sigma_t /
+    alpha_t = 0.01 on every process (EDM: not at 1e-3 T = 0.08)."""
+    import json
+
+    import numpy as np
+
+    from scorelab.cli import main
+
+    out = tmp_path / process
+    argv = ["train", "--process", process, "--data", "ring", "--n-data", "2000", "--steps", "60"]
+    assert (
+        main([*argv, "--batch-size", "128", "--width", "32", "--no-progress", "--out", str(out)])
+        == 0
+    )
+    cfg = json.loads((out / "config.json").read_text())
+    native = {"edm": ("edm", "edm"), "flow": ("velocity", "velocity")}[process]
+    assert cfg["sde"]["name"] == process and cfg["objective"] == "dsm"
+    assert (cfg["score"]["prediction"], cfg["score"]["weighting"]) == native
+    if process == "edm":
+        assert 0.8 < cfg["sde"]["params"]["sigma_data"] < 1.2  # ring is normalized to unit std
+    for sampler in ("ddim", "flow-heun", "dpm-solver++"):
+        path = tmp_path / f"{sampler}.npy"
+        argv = ["sample", str(out), "--n", "64", "--steps", "8", "--sampler", sampler]
+        assert main([*argv, "--out", str(path)]) == 0
+        x = np.load(path)
+        assert x.shape == (64, 2) and np.isfinite(x).all()
+    capsys.readouterr()
+    argv = ["eval", str(out), "--nll", "ode", "--n", "64", "--format", "json"]
+    assert main(argv) == 0
+    nll = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert math.isfinite(nll["nll_nats"])
+    want = {"edm": 0.01, "flow": 1 / 101}[process]
+    assert nll["t0"] == pytest.approx(want, rel=1e-9)
+
+
+def test_process_flags_aliases_and_errors(tmp_path, capsys):
+    """--sde is --process; --process ddpm is the discrete schedule (objective eps); a bad
+    parameter, a parameter without a continuous process, and a denoising objective on a
+    continuous process are one-line errors."""
+    import json
+
+    from scorelab.cli import main
+    from tests.helpers import cli_fails
+
+    base = ["train", "--data", "ring", "--n-data", "500", "--steps", "2", "--no-progress"]
+    for flag, name in (("--sde", "flow"), ("--process", "ddpm")):
+        out = tmp_path / name
+        assert main([*base, flag, name, "--out", str(out)]) == 0
+        cfg = json.loads((out / "config.json").read_text())
+        if name == "ddpm":
+            assert cfg["sde"] is None and cfg["objective"] == "eps"
+        else:
+            assert cfg["sde"]["name"] == "flow"
+    bad = [
+        (["--process", "edm", "--process-param", "rho=-1"], "rho must be a finite number > 0"),
+        (["--process", "flow", "--process-param", "beta_max=3"], "bad parameters for process"),
+        (["--process", "ddpm", "--process-param", "rho=3"], "needs a continuous --process"),
+        (["--process", "edm", "--objective", "v"], "--process edm trains with a score objective"),
+        (["--process", "edm", "--prediction", "noise"], "--prediction must be one of"),
+    ]
+    for argv, pattern in bad:
+        cli_fails([*base, *argv, "--out", str(tmp_path / "bad")], capsys, pattern)
+    assert not (tmp_path / "bad").exists()

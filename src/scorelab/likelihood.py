@@ -131,8 +131,9 @@ class ODELikelihood:
 
 
 def default_t0(schedule: Schedule) -> float:
-    """Where the ODE starts: 1e-3 T, where the linear schedule's sigma is about 0.01."""
-    return 1e-3 * float(schedule.T)
+    """Where the ODE starts: the process's likelihood_t0, where the noise is about 0.01 of the
+    signal (1e-3 T: DDPM's t = 1, VP's t = 1e-3; EDM sigma = 0.01; flow t = 1/101)."""
+    return float(schedule.likelihood_t0)
 
 
 @torch.no_grad()

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from scorelab.errors import ScorelabError
-from scorelab.typing import ClassifierFn, CondEpsFn, EpsFn, Schedule, ScoreFn
+from scorelab.processes.parameterization import denoiser_from_eps, process_from_eps
+from scorelab.typing import ClassifierFn, CondEpsFn, EpsFn, ModelFn, Schedule, ScoreFn
 
 # Eigenvalues below this fraction of a covariance's largest are zero when allow_singular
 # (scipy.stats.multivariate_normal's cut-off for float64: 1e6 machine epsilons).
@@ -183,6 +184,21 @@ class GaussianMixture:
             return (-sigma * self.score(c * x.to(torch.float64), ab)).to(x.dtype)
 
         return eps_fn
+
+    def denoiser_fn(self, schedule: Schedule) -> ModelFn:
+        """The exact denoiser D_t(x) = E[x_0 | x_t = x] (Tweedie; EDM's D), on any process."""
+        return denoiser_from_eps(self.eps_fn(schedule), schedule)
+
+    def velocity_fn(self, schedule: Schedule) -> ModelFn:
+        """The exact velocity u(x, t) = E[alpha'_t x_0 + sigma'_t eps | x_t = x] = f(t) x +
+        (g(t)^2 / (2 sigma_t)) E[eps | x]: flow matching's minimiser, the PF-ODE's drift, for
+        any (alpha_t, sigma_t) (processes/sde.py; a DDPM schedule: its VP-SDE)."""
+        eps_fn = self.eps_fn(schedule)
+
+        def velocity_fn(x: Tensor, t: Tensor) -> Tensor:
+            return process_from_eps(eps_fn(x, t), "velocity", x, t, schedule)
+
+        return velocity_fn
 
     def classifier_fn(self, schedule: Schedule) -> ClassifierFn:
         """The exact noise-aware classifier: logits(x, t) = log p(k | x_t = x), (B, K)."""

@@ -64,6 +64,11 @@ class Schedule(Protocol):
     @property
     def sampling_t_min(self) -> float | None: ...
 
+    @property
+    def likelihood_t0(self) -> float:
+        """Where the likelihood's probability-flow ODE starts by default."""
+        ...
+
 
 class ClassifierFn(Protocol):
     """A noise-aware classifier: logits of p(y | x_t, t), shape (B, n_classes)."""

@@ -51,7 +51,7 @@ def eps_coefficients(schedule: Schedule, kind: str, t: Tensor) -> tuple[Tensor, 
     """(A, B) with eps = A x_t + B pred for a velocity or edm prediction, float64, shape of t."""
     if kind not in PROCESS_PREDICTIONS:
         raise ScorelabError(f"{kind!r} is not a process prediction (velocity, edm)")
-    if not hasattr(schedule, "mean_coeff"):
+    if not hasattr(schedule, "mean_coeff" if kind == "edm" else "velocity_coefficients"):
         raise ScorelabError(
             f"prediction {kind!r} needs a continuous-time process (vp, subvp, ve, edm or flow), "
             "not a discrete schedule"

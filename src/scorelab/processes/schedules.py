@@ -143,6 +143,12 @@ class DiscreteSchedule:
         """The last positive grid time when none is given (None: each spacing's own default)."""
         return None
 
+    @property
+    def likelihood_t0(self) -> float:
+        """Where the likelihood's ODE starts by default: 1e-3 T (t = 1 at T = 1000, where the
+        linear schedule's sigma is 0.01)."""
+        return 1e-3 * self.T
+
 
 def _linear(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """DDPM (Ho et al. 2020): beta linear from 1e-4 to 0.02 at T = 1000, rescaled for other T."""

@@ -251,6 +251,11 @@ class SDE(ABC):
         """The last positive time of a sampling grid (t = 0 is singular for the score)."""
         return self.t_min
 
+    @property
+    def likelihood_t0(self) -> float:
+        """Where the likelihood's ODE starts by default: 1e-3 T (VP: sigma_t about 0.01)."""
+        return 1e-3 * self.T
+
     def to_dict(self) -> dict:
         """The name and parameters that make_sde rebuilds this SDE from."""
         return {"name": self.name, **asdict(self)}  # type: ignore[call-overload]
@@ -495,6 +500,11 @@ class EDM(SDE):
         sigma would spend nearly every step at high noise); the others end at sigma_min."""
         return None
 
+    @property
+    def likelihood_t0(self) -> float:
+        """sigma = 0.01, the noise level of VP's and DDPM's default (not 1e-3 T = 0.08)."""
+        return 0.01
+
 
 @dataclass(frozen=True)
 class Flow(SDE):
@@ -544,6 +554,11 @@ class Flow(SDE):
         # (1 - t) / (sigma_min + (1 - sigma_min) t) = r = e^{lambda / 2}
         r = torch.exp(lam / 2)
         return (1 - r * self.sigma_min) / (1 + r * (1 - self.sigma_min))
+
+    @property
+    def likelihood_t0(self) -> float:
+        """Where sigma_t / alpha_t = 0.01, the noise level of VP's and DDPM's default."""
+        return float(self.time_at_log_snr(2 * math.log(100.0)))
 
     def velocity_coefficients(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         # g^2 / (2 sigma) = (1 - sigma_min) + sigma / (1 - t): no 0/0 at t = 0
