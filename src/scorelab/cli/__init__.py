@@ -9,13 +9,34 @@ import os
 import sys
 from collections.abc import Sequence
 
-from scorelab.cli import compare, demo, env, export, sample, samplers, train, train_classifier
+from scorelab.cli import (
+    compare,
+    demo,
+    env,
+    export,
+    restore,
+    sample,
+    samplers,
+    train,
+    train_classifier,
+)
 from scorelab.cli import eval as eval_command
 from scorelab.cli.args import Parser
 from scorelab.errors import ScorelabError
 
 # the commands, in the order `scorelab --help` lists them
-COMMANDS = (train, sample, train_classifier, eval_command, compare, export, demo, samplers, env)
+COMMANDS = (
+    train,
+    sample,
+    restore,
+    train_classifier,
+    eval_command,
+    compare,
+    export,
+    demo,
+    samplers,
+    env,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
