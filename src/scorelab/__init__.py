@@ -1,5 +1,6 @@
 """scorelab: diffusion generative models whose math is checked against exact answers."""
 
+from scorelab import posterior
 from scorelab.oracle import GaussianMixture, ring_mixture
 from scorelab.processes import (
     DiscreteSchedule,
@@ -38,6 +39,7 @@ __all__ = [
     "from_score",
     "load_diffusers",
     "make_schedule",
+    "posterior",
     "q_posterior",
     "q_sample",
     "ring_mixture",
