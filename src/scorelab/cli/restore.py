@@ -61,7 +61,12 @@ def register(sub) -> None:
     p.add_argument(
         "--sigma-y", type=nonneg_float, default=0.05, help="observation noise std (default: 0.05)"
     )
-    p.add_argument("--method", default="pigdm", choices=list(METHODS), help="(default: pigdm)")
+    p.add_argument(
+        "--method",
+        default="ddnm",
+        choices=list(METHODS),
+        help="posterior method (default: ddnm, which needs no gradient through the network)",
+    )
     p.add_argument(
         "--opt",
         action="append",
