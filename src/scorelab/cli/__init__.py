@@ -19,6 +19,7 @@ from scorelab.cli import (
     samplers,
     train,
     train_classifier,
+    tune_steps,
 )
 from scorelab.cli import eval as eval_command
 from scorelab.cli.args import Parser
@@ -33,6 +34,7 @@ COMMANDS = (
     eval_command,
     compare,
     export,
+    tune_steps,
     demo,
     samplers,
     env,

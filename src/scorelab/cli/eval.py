@@ -67,7 +67,7 @@ def register(sub) -> None:
 
 def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
     from scorelab.evaluation.registry import METRICS, default_metrics
-    from scorelab.samplers import SAMPLERS
+    from scorelab.samplers import SAMPLERS, SPACINGS
 
     listing = "; ".join(
         f"{name}{_gives(spec.name, spec.keys)} ({spec.summary}; {spec.paper})"
@@ -116,6 +116,20 @@ def _add_eval_metrics_args(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="metrics: sampling steps (default: 100, or the run's T if smaller)",
+    )
+    p.add_argument(
+        "--spacing",
+        default=None,
+        choices=[*SPACINGS, "tuned"],
+        help="metrics: the sampler's time grid (default: its own; tuned: the grid `scorelab "
+        "tune-steps` saved in the run)",
+    )
+    p.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metrics: a sampler option, repeatable (e.g. --opt order=3)",
     )
     p.add_argument(
         "--inception-weights",
@@ -170,6 +184,7 @@ def _run_eval_metrics(args: argparse.Namespace) -> int:
         samples=samples,
         inception_weights=args.inception_weights,
         log=log,
+        sampling=_sampling(args),
     )
     if args.format == "json":
         print(json.dumps(results))
@@ -259,3 +274,12 @@ def _print_vae_nll(args: argparse.Namespace, report, name: str) -> int:
         f"(n={report.n}, d={report.dim}, data units, {report.seconds:.1f}s)"
     )
     return 0
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    """--spacing and --opt KEY=VALUE as run.sample's options (checked against the sampler)."""
+    from scorelab.samplers import parse_options, validate_options
+
+    options = parse_options(args.sampler, args.opt)
+    validate_options(args.sampler, options)
+    return {**options, **({"spacing": args.spacing} if args.spacing else {})}

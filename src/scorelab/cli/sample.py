@@ -41,8 +41,9 @@ def register(sub) -> None:
     p.add_argument(
         "--spacing",
         default=None,
-        choices=list(SPACINGS),
-        help="time grid (default: the sampler's own, see `scorelab samplers`)",
+        choices=[*SPACINGS, "tuned"],
+        help="time grid (default: the sampler's own, see `scorelab samplers`); tuned: the grid "
+        "`scorelab tune-steps` saved in the run for this sampler, --steps and options",
     )
     listed = "; ".join(
         f"{name}: {', '.join(spec.cli_options)}"

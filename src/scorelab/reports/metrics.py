@@ -151,16 +151,24 @@ def sampling_batch(shape: Sequence[int]) -> int:
 
 
 def draw_samples(
-    run, n: int, *, seed: int, sampler: str, steps: int | None, batch: int | None = None
+    run,
+    n: int,
+    *,
+    seed: int,
+    sampler: str,
+    steps: int | None,
+    batch: int | None = None,
+    **options,
 ):
     """n samples from a run in the data's own units, drawn in batches (None: up to 500
-    examples and about BATCH_NUMBERS numbers a batch)."""
+    examples and about BATCH_NUMBERS numbers a batch); options go to run.sample (spacing=,
+    the sampler's options)."""
     if batch is None:
         batch = sampling_batch(run.shape)
     parts, drawn = [], 0
     while drawn < n:
         size = min(batch, n - drawn)
-        x, _ = run.sample(size, seed=seed + drawn, sampler=sampler, steps=steps)
+        x, _ = run.sample(size, seed=seed + drawn, sampler=sampler, steps=steps, **options)
         parts.append(x)
         drawn += size
     return torch.cat(parts)
@@ -178,9 +186,11 @@ def evaluate_metrics(
     samples: Tensor | None = None,
     inception_weights: str | Path | None = None,
     log: Callable[[str], None] = print,
+    sampling: dict | None = None,
 ) -> dict[str, dict]:
     """{result key: {"value", "floor", "n", ...}} for a loaded run (see the module docstring);
-    metrics: registered names (default: the registry's default set)."""
+    metrics: registered names (default: the registry's default set); sampling: more of
+    run.sample's options (spacing=, the sampler's)."""
     specs = [METRICS[m] for m in parse_metrics(default_metrics() if metrics is None else metrics)]
     if n < 2:
         raise ScorelabError(f"--n must be >= 2, got {n}")
@@ -197,7 +207,7 @@ def evaluate_metrics(
     source = data or cfg.data
     reference, held_out, ref_labels, held_labels = reference_sets(cfg, data, log=log)
     if samples is None:
-        samples = draw_samples(run, n, seed=seed, sampler=sampler, steps=steps)
+        samples = draw_samples(run, n, seed=seed, sampler=sampler, steps=steps, **(sampling or {}))
     else:
         samples = samples[:n]
     n = samples.shape[0]

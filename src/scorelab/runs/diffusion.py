@@ -4,11 +4,13 @@ it back for sampling, guidance and likelihoods.
 RUN_DIR/config.json, checkpoint.safetensors, metrics.csv   as every kind (scorelab.runs.base)
 RUN_DIR/samples.png, trajectory.gif, trajectory_strip.png   image runs: EMA samples
 RUN_DIR/langevin_samples.npy                                tsm without --data: its data
+RUN_DIR/tuned_grids.json                                    `scorelab tune-steps`: its grids
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +55,20 @@ from scorelab.processes import SDE, DiscreteSchedule
 from scorelab.processes.ddpm import Variance, VarianceFn
 from scorelab.runs.base import CHECKPOINT, IDENTITY, Prepared, fit_run, prepare_dir
 from scorelab.runs.classifier import NoisyClassifier, load_classifier
-from scorelab.samplers import SampleResult, sample
+from scorelab.samplers import SampleResult, get_sampler, sample
 from scorelab.samplers.guidance import classifier_free_guided, classifier_guided, conditional
+from scorelab.samplers.tuning import TunedGrid, steps_for_nfe, tune_timesteps
 from scorelab.training.checkpoint import load_state_dict_checked
 from scorelab.training.trainer import Trainer, TrainResult
 from scorelab.typing import CondEpsFn, EpsFn
 
 LANGEVIN_SAMPLES = "langevin_samples.npy"  # tsm without --data: the samples trained on
+TUNED_GRIDS = "tuned_grids.json"  # scorelab tune-steps: {sampler/steps/options: grid and errors}
+
+
+def grid_key(sampler: str, steps: int, options: dict) -> str:
+    """The key of a tuned grid: the sampler, its steps and its options (e.g. order)."""
+    return f"{sampler}/{steps}/{json.dumps(options, sort_keys=True)}"
 
 
 def prepare_diffusion(
@@ -478,6 +487,75 @@ class Run:
         """Both at once: for a learned variance they share one network call per (x, t)."""
         return build_eps_and_variance(self.model, self.config, self.schedule)
 
+    def tuned_grids(self) -> dict[str, dict]:
+        """The grids `tune-steps` saved in the run directory, by grid_key."""
+        path = self.run_dir / TUNED_GRIDS
+        if not path.is_file():
+            return {}
+        try:
+            grids = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ScorelabError(f"cannot read {path}: {e}") from None
+        if not isinstance(grids, dict):
+            raise ScorelabError(f"{path} is not a JSON object of grids")
+        return grids
+
+    def tuned_timesteps(self, sampler: str, steps: int | None, options: dict) -> Tensor:
+        """The saved tuned grid of this sampler, options and steps (steps None: the only one)."""
+        keys = set(get_sampler(sampler).options)
+        chosen = {k: v for k, v in options.items() if k in keys}
+        grids = self.tuned_grids()
+        if steps is None:
+            mine = [k for k in grids if k.startswith(f"{sampler}/") and
+                    k.endswith(f"/{json.dumps(chosen, sort_keys=True)}")]  # fmt: skip
+            if len(mine) == 1:
+                return torch.tensor(grids[mine[0]]["timesteps"], dtype=torch.float64)
+        key = grid_key(sampler, steps or 0, chosen)
+        if key not in grids:
+            have = ", ".join(sorted(grids)) or "none"
+            raise ScorelabError(
+                f"{self.run_dir} has no tuned grid for {sampler} with {steps} steps and options "
+                f"{chosen} (tuned: {have}); run: scorelab tune-steps {self.run_dir} --sampler "
+                f"{sampler} --nfe K"
+            )
+        return torch.tensor(grids[key]["timesteps"], dtype=torch.float64)
+
+    def tune_steps(
+        self,
+        nfe: int,
+        *,
+        sampler: str = "dpm-solver++",
+        n: int = 256,
+        max_evals: int = 300,
+        seed: int = 0,
+        save: bool = True,
+        **options,
+    ) -> TunedGrid:
+        """Tune the grid of a deterministic sampler for nfe network calls on this model
+        (samplers/tuning.py) and save it in the run directory, where `sample --spacing tuned`
+        finds it."""
+        steps, _ = steps_for_nfe(sampler, nfe, self.schedule, **options)
+        tuned = tune_timesteps(
+            self.eps_fn,
+            sample_shape(self.config.model, n),
+            self.schedule,
+            sampler,
+            steps,
+            n=n,
+            max_evals=max_evals,
+            generator=torch.Generator().manual_seed(seed),
+            **options,
+        )
+        if save:
+            grids = self.tuned_grids()
+            grids[grid_key(sampler, steps, options)] = {**tuned.to_dict(), "n": n, "seed": seed}
+            path = self.run_dir / TUNED_GRIDS
+            try:
+                atomic_write_bytes(path, (json.dumps(grids, indent=1) + "\n").encode())
+            except OSError as e:
+                raise ScorelabError(f"cannot write {path}: {e.strerror or e}") from None
+        return tuned
+
     def sample(
         self,
         n: int,
@@ -509,6 +587,9 @@ class Run:
             data = build_data(self.config)
             pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
             options.setdefault("data", self.normalizer.encode(data[pick[:2000]]))
+        if options.get("spacing") == "tuned":  # the grid tune-steps saved for this sampler
+            del options["spacing"]
+            options["timesteps"] = self.tuned_timesteps(sampler, steps, options)
         result = sample(
             eps_fn,
             sample_shape(self.config.model, n),

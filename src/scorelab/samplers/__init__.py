@@ -17,6 +17,7 @@ from torch import Tensor
 # importing the sampler modules registers their samplers, in this order
 from scorelab.samplers import ancestral, ddim, continuous, unipc, flow  # noqa: F401  # isort: skip
 from scorelab._tensor import append_dims, batch_times, randn
+from scorelab.errors import ScorelabError
 from scorelab.samplers.ancestral import sample_ddpm, sample_ddpm_score
 from scorelab.samplers.continuous import (
     sample_annealed_langevin,
@@ -43,7 +44,7 @@ from scorelab.samplers.registry import (
     register_sampler,
     validate_options,
 )
-from scorelab.samplers.timesteps import SPACINGS, make_timesteps
+from scorelab.samplers.timesteps import SPACINGS, check_timesteps, make_timesteps
 from scorelab.samplers.unipc import sample_unipc
 from scorelab.typing import Callback, EpsFn, Schedule
 
@@ -66,6 +67,7 @@ def sample(
     *,
     spacing: str | None = None,
     t_min: float | None = None,
+    timesteps: Tensor | None = None,
     generator: torch.Generator | None = None,
     x_T: Tensor | None = None,
     record_trajectory: bool = False,
@@ -77,14 +79,22 @@ def sample(
     """Draw samples with a named sampler from any eps_fn(x, t); t runs in schedule units.
 
     steps is the number of grid intervals (default T); spacing picks the grid (the sampler's
-    default if None); other options go to the sampler (variance=, eta=, order=, churn=, ...):
-    each must be one it registered, of its type and range (`scorelab samplers` lists them).
+    default if None); timesteps gives the grid itself instead (decreasing from at most T, ending
+    at 0; e.g. a tuned one, samplers/tuning.py), with steps None or its length - 1; other
+    options go to the sampler (variance=, eta=, order=, churn=, ...): each must be one it
+    registered, of its type and range (`scorelab samplers` lists them).
     """
     spec = get_sampler(sampler)
     validate_options(sampler, options)
-    spacing = spec.spacing if spacing is None else spacing
-    t_min = schedule.sampling_t_min if t_min is None else t_min
-    timesteps = make_timesteps(schedule, steps or schedule.default_steps, spacing, t_min=t_min)
+    if timesteps is not None:
+        if spacing is not None or t_min is not None:
+            raise ScorelabError("give timesteps or spacing/t_min, not both")
+        timesteps = check_timesteps(schedule, timesteps, steps)
+    else:
+        spacing = spec.spacing if spacing is None else spacing
+        t_min = schedule.sampling_t_min if t_min is None else t_min
+        steps = steps or schedule.default_steps
+        timesteps = make_timesteps(schedule, steps, spacing, t_min=t_min)
     # Samplers integrate x~ = input_scale(t) x_t, a VP process for every SDE (sde.py); for a
     # DiscreteSchedule the scale is 1 and these maps are exact identities.
     scale = schedule.input_scale
@@ -136,6 +146,7 @@ __all__ = [
     "SampleResult",
     "SamplerInfo",
     "SamplerSpec",
+    "check_timesteps",
     "make_timesteps",
     "parse_options",
     "register_sampler",

@@ -78,6 +78,22 @@ def make_timesteps(
     return torch.cat([t, t.new_zeros(1)])
 
 
+def check_timesteps(schedule: Schedule, timesteps: Tensor, steps: int | None = None) -> Tensor:
+    """A given grid as float64, or a ScorelabError saying what is wrong with it: 1-D, finite,
+    strictly decreasing from at most T to a last entry 0, with steps + 1 entries if given."""
+    t = torch.as_tensor(timesteps, dtype=torch.float64).detach().flatten().cpu()
+    if t.numel() < 2 or not torch.isfinite(t).all():
+        raise ScorelabError("timesteps must hold at least two finite times, ending with 0")
+    if steps is not None and t.numel() != steps + 1:
+        raise ScorelabError(f"{t.numel()} timesteps make {t.numel() - 1} steps, not {steps}")
+    if float(t[-1]) != 0 or not bool((t[1:] < t[:-1]).all()):
+        raise ScorelabError("timesteps must decrease strictly and end at 0")
+    if float(t[0]) > float(schedule.T) * (1 + 1e-12):
+        raise ScorelabError(f"timesteps start at {float(t[0]):g}, above the process's T = "
+                            f"{float(schedule.T):g}")  # fmt: skip
+    return t
+
+
 class GridCoefficients(NamedTuple):
     """The schedule's coefficients at each grid time as Python floats, computed once per call.
 
