@@ -255,6 +255,15 @@ class ScoreConfig:
         choices=_weightings,
         show_default=False,
     )
+    # how a training step reduces each example's loss over its dimensions: "mean" (the default
+    # since layout 4: the scale of DDPM's L_simple, so learning rate and --grad-clip carry over
+    # between data sizes) or "sum" (the textbook form; what runs of layout 3 and before trained)
+    reduction: str = setting(
+        "mean",
+        None,
+        "continuous-time processes: each example's loss summed over its dimensions or their mean",
+        choices=lambda: ("mean", "sum"),
+    )
     probes: int = setting(1, "--probes", "ssm: random projections per example", rule=POSITIVE_INT)
     probe: str = setting("rademacher", "--probe", "ssm: projection distribution", choices=_probes)
     variance_reduced: bool = True  # ssm: ½‖s‖² in place of ½(vᵀs)² (--ssm-plain: False)
@@ -524,7 +533,8 @@ def migrate_stored(d: dict[str, Any]) -> dict[str, Any]:
     the blend existed trained plain tsm. Versions 1 and 2: a U-Net had gcd(32, channels)
     GroupNorm groups (model.norm_group_size 0). Versions 1 to 3: score.prediction and
     score.weighting were always set, eps and sigma2 when not given (since 4, null means the
-    process's own)."""
+    process's own), and score objectives summed each example's loss over its dimensions
+    (score.reduction "sum"; since 4 the default is the mean)."""
     version = d.get("version", 1)
     if not isinstance(version, int) or version > CONFIG_VERSION:
         raise CheckpointError(
@@ -541,6 +551,7 @@ def migrate_stored(d: dict[str, Any]) -> dict[str, Any]:
     if version < 4:
         score = d.get("score") if isinstance(d.get("score"), dict) else {}
         d = {**d, "score": {"prediction": "eps", "weighting": "sigma2", **score}}
+        d["score"].setdefault("reduction", "sum")
     if version == 1:
         d = {**d}
         if isinstance(d.get("model"), dict):

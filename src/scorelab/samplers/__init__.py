@@ -16,7 +16,7 @@ from torch import Tensor
 
 # importing the sampler modules registers their samplers, in this order
 from scorelab.samplers import ancestral, ddim, continuous, unipc, flow  # noqa: F401  # isort: skip
-from scorelab._tensor import append_dims, batch_times, randn
+from scorelab._tensor import append_dims, batch_times, is_broadcast, randn
 from scorelab.errors import ScorelabError
 from scorelab.samplers.ancestral import sample_ddpm, sample_ddpm_score
 from scorelab.samplers.continuous import (
@@ -99,11 +99,18 @@ def sample(
     # DiscreteSchedule the scale is 1 and these maps are exact identities.
     scale = schedule.input_scale
     unit_scale = bool((scale(timesteps) == 1).all())  # VP: skip the per-call identity maps
+    scales: dict[float, float] = {}  # one time for the whole batch: its scale, computed once
 
     def to_x(x_tilde: Tensor, t: Tensor | float) -> Tensor:
         if unit_scale:
             return x_tilde
-        s = scale(batch_times(t, x_tilde)).to(x_tilde.dtype)
+        t = batch_times(t, x_tilde)
+        if is_broadcast(t):
+            key = float(t[0])
+            if key not in scales:
+                scales[key] = float(scale(torch.tensor([key], dtype=torch.float64)))
+            return x_tilde / scales[key]
+        s = scale(t).to(x_tilde.dtype)
         return x_tilde / append_dims(s, x_tilde.ndim)
 
     if x_T is None:
@@ -130,7 +137,9 @@ def sample(
         if callback is not None:
             callback(i, t, x_t, x0)
 
-    out = spec.fn(counted, x, schedule, timesteps, generator=generator, callback=on_step, **options)
+    steps_seen = on_step if trajectory is not None or callback is not None else None
+    out = spec.fn(counted, x, schedule, timesteps, generator=generator, callback=steps_seen,
+                  **options)  # fmt: skip
     # samplers end at t = 0, where every scale is 1 (Langevin stops at the last positive
     # level, where the scale is 1 - O(sigma_t^2 + 1 - alpha_t^2): ~1e-8 VE, ~5e-5 sub-VP)
     return SampleResult(to_x(out, timesteps[-1]), nfe, trajectory)

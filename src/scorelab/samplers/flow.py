@@ -29,35 +29,42 @@ def _coefficients(schedule: Schedule, t: float) -> tuple[float, float, float, fl
     return c, float(f), float(b), float(schedule.alpha_bar(tt).to(torch.float64))
 
 
-def _velocity(eps_fn: EpsFn, schedule: Schedule, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
-    """u(x, t) in native coordinates x = x_t, and the x0 prediction there."""
-    c, f, b, alpha_bar = _coefficients(schedule, t)
-    xt = c * x  # the VP view the eps_fn takes
-    eps = eps_fn(xt, batch_times(t, x))
-    return f * x + b * eps, from_eps(eps, "x0", xt, alpha_bar)
-
-
 def _flow_ode(eps_fn, x, schedule, timesteps, *, method, callback):
     times = timesteps.tolist()
-    x = x / _coefficients(schedule, times[0])[0]  # native x_t
+    cache: dict[float, tuple[float, float, float, float]] = {}  # each time's floats, once
+
+    def coefficients(t: float) -> tuple[float, float, float, float]:
+        if t not in cache:
+            cache[t] = _coefficients(schedule, t)
+        return cache[t]
+
+    def _velocity(x: Tensor, t: float, x0: bool = False) -> tuple[Tensor, Tensor | None]:
+        """u(x, t) in native coordinates x = x_t, and (x0=True) the x0 prediction there."""
+        c, f, b, alpha_bar = coefficients(t)
+        xt = c * x  # the VP view the eps_fn takes
+        eps = eps_fn(xt, batch_times(t, x))
+        pred = from_eps(eps, "x0", xt, alpha_bar) if x0 else None
+        return torch.add(f * x, eps, alpha=b), pred
+
+    x = x / coefficients(times[0])[0]  # native x_t
     for i in range(len(times) - 1):
         t, t_next = times[i], times[i + 1]
-        u, x0 = _velocity(eps_fn, schedule, x, t)
+        u, x0 = _velocity(x, t, x0=t_next == 0 or callback is not None)
         if t_next == 0:
             x = x0
         elif method == "euler":
             x = x + (t_next - t) * u
         elif method == "midpoint":
             h = t_next - t
-            u_mid, _ = _velocity(eps_fn, schedule, x + (h / 2) * u, t + h / 2)
+            u_mid, _ = _velocity(x + (h / 2) * u, t + h / 2)
             x = x + h * u_mid
         else:  # heun
             h = t_next - t
             x_pred = x + h * u
-            u_next, _ = _velocity(eps_fn, schedule, x_pred, t_next)
+            u_next, _ = _velocity(x_pred, t_next)
             x = x + (h / 2) * (u + u_next)
         if callback is not None:
-            c_next = _coefficients(schedule, t_next)[0] if t_next > 0 else 1.0
+            c_next = coefficients(t_next)[0] if t_next > 0 else 1.0
             callback(i, batch_times(t_next, x), c_next * x, x0)
     return x  # t = 0: c = 1, native and VP view agree
 
