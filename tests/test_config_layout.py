@@ -102,3 +102,30 @@ def test_layout_3_score_settings_were_eps_and_sigma2():
     kept = {**d, "score": {**d["score"], "prediction": "x0", "weighting": "none"}}
     assert RunConfig.from_dict(kept).score.prediction == "x0"
     assert RunConfig.from_dict({**d, "version": 4}).score.prediction is None
+
+
+def test_score_losses_are_per_dimension_means_since_layout_4(tmp_path):
+    """A new continuous-time run trains on the mean over dimensions of each example's loss
+    (L_simple's scale); score.reduction "sum", which layouts 3 and before trained, gives d
+    times the same first-step loss (same seed, data and initial weights)."""
+    import csv
+
+    losses = {}
+    for reduction in ("mean", "sum"):
+        cfg = tmp_path / f"{reduction}.json"
+        cfg.write_text(json.dumps({"score": {"reduction": reduction}}))
+        out = tmp_path / reduction
+        argv = ["train", "--config", str(cfg), "--data", "ring", "--process", "vp", "--steps", "1"]
+        assert (
+            main([*argv, "--log-every", "1", "--n-data", "200", "--no-progress", "--out", str(out)])
+            == 0
+        )
+        stored = json.loads((out / "config.json").read_text())
+        assert stored["score"]["reduction"] == reduction
+        with open(out / "metrics.csv") as f:
+            losses[reduction] = float(next(csv.DictReader(f))["loss"])
+    assert losses["sum"] == pytest.approx(2 * losses["mean"], rel=1e-4)  # ring: d = 2
+    old = RunConfig(objective="dsm").to_dict()
+    old["version"] = 3
+    del old["score"]["reduction"]
+    assert RunConfig.from_dict(old).score.reduction == "sum"
