@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow mutate lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-fashion bench-interop bench-guidance bench-vae bench-processes clean
+.PHONY: demo test test-slow mutate lint format bench bench-samplers bench-objectives bench-likelihood bench-digits bench-fashion bench-interop bench-guidance bench-vae bench-processes bench-posterior clean
 
 $(BIN)/scorelab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ bench-interop: $(BIN)/scorelab
 # digits, each with its best sampler at NFE 5/10/20/50 (about 35 minutes; run it alone)
 bench-processes: $(BIN)/scorelab
 	$(BIN)/python benchmarks/processes.py
+
+# posterior sampling (dps, pigdm, ddnm, repaint, sdedit) against exact Gaussian-mixture
+# posteriors at NFE 20/50/100/250, then inpainting and 2x super-resolution with a digits model
+# trained in the run (needs scikit-learn; about 10 minutes on one thread)
+bench-posterior: $(BIN)/scorelab
+	$(BIN)/python benchmarks/posterior.py
 
 # guidance on digits (needs scikit-learn); --budget 900 --per-class 100 by default
 bench-guidance: $(BIN)/scorelab
