@@ -172,7 +172,7 @@ def test_edm_network_input_is_c_in_and_c_noise():
 
 def test_process_predictions_need_a_continuous_process():
     ddpm = make_schedule("linear", T=100)
-    with pytest.raises(ScorelabError, match="continuous-time process"):
+    with pytest.raises(ScorelabError, match="needs a process with alpha_t and sigma_t"):
         as_eps_fn(lambda x, t: x, ddpm, "edm")
     as_eps_fn(lambda x, t: x, ddpm, "velocity")  # a DDPM schedule's VP-SDE has one
     with pytest.raises(ScorelabError, match="not a process prediction"):
@@ -281,11 +281,17 @@ def test_edm_default_grid_is_its_rho_grid():
     torch.testing.assert_close(make_timesteps(p, 6, "karras"), grid, rtol=1e-10, atol=0)
 
 
-@pytest.mark.parametrize("name", ["flow-euler", "flow-midpoint", "flow-heun", "dpm-solver++"])
-@pytest.mark.parametrize("p", [EDM(), Flow()], ids=["edm", "flow"])
+@pytest.mark.parametrize(
+    "name", ["flow-euler", "flow-midpoint", "flow-heun", "dpm-solver++", "ode-rk45"]
+)
+@pytest.mark.parametrize(
+    "p", [EDM(), Flow(), Flow(sigma_min=0.05)], ids=["edm", "flow", "flow-smin0.05"]
+)
 def test_samplers_recover_the_mixture_on_the_new_processes(name, p, mixture_2d):
     """Every process runs every sampler with no special case: with the exact eps, 40 steps
-    give the mixture's mean within 5 standard errors and its variance within 5 SE + 3%."""
+    give the mixture's mean within 5 standard errors and its variance within 5 SE + 3%
+    (ode-rk45 stops at the process's t_min, not at t = 1; flow with sigma_min > 0 returns its
+    x0, not x0 divided by its scale at t = 0, sqrt(1 + sigma_min^2))."""
     n = 4000
     out = sample(
         mixture_2d.eps_fn(p), (n, 2), p, name, 40, generator=torch.Generator().manual_seed(2)
@@ -320,7 +326,11 @@ def _train(p, mixture, *, steps=600, seed=0):
     return as_eps_fn(model, p, p.native_prediction)
 
 
-@pytest.mark.parametrize("p", [VPSDE(), EDM(sigma_data=1.0), Flow()], ids=["vp-eps", "edm", "flow"])
+@pytest.mark.parametrize(
+    "p",
+    [VPSDE(), EDM(sigma_data=1.0), EDM(sigma_data=0.5), Flow()],
+    ids=["vp-eps", "edm", "edm-sd0.5", "flow"],
+)
 def test_each_process_trained_with_its_own_objective_recovers_a_mixture(p):
     """Two modes (weights 0.7/0.3, unit-scale data), a 2-block MLP trained 600 steps (Adam,
     cosine decay) with the process's native prediction, weighting and times; 2000
@@ -417,3 +427,26 @@ def test_process_flags_aliases_and_errors(tmp_path, capsys):
     for argv, pattern in bad:
         cli_fails([*base, *argv, "--out", str(tmp_path / "bad")], capsys, pattern)
     assert not (tmp_path / "bad").exists()
+
+
+def test_an_edm_run_resumes_and_ddpm_refuses_score_settings(tmp_path, capsys):
+    """`--resume auto` with the same flags continues an EDM run whose sigma_data was resolved
+    from its data (the given process parameters go over the stored ones); --process ddpm
+    refuses a score objective and --prediction/--weighting, which it would ignore."""
+    import json
+
+    from scorelab.cli import main
+    from tests.helpers import cli_fails
+
+    out = tmp_path / "edm"
+    argv = ["train", "--process", "edm", "--data", "ring", "--n-data", "500", "--width", "16"]
+    argv += ["--no-progress", "--out", str(out), "--resume", "auto"]
+    assert main([*argv, "--steps", "4"]) == 0
+    sigma_data = json.loads((out / "config.json").read_text())["sde"]["params"]["sigma_data"]
+    assert main([*argv, "--steps", "8"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["sde"]["params"]["sigma_data"] == sigma_data
+    assert "8" in (out / "metrics.csv").read_text().splitlines()[-1].split(",")[0]
+    base = ["train", "--data", "ring", "--steps", "2", "--out", str(tmp_path / "bad")]
+    cli_fails([*base, "--process", "ddpm", "--objective", "dsm"], capsys, "not --process ddpm")
+    cli_fails([*base, "--prediction", "x0"], capsys, "on --process ddpm")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,7 +36,7 @@ def _error(eps_fn, schedule, sampler, grid, x_T, **options) -> float:
 def test_tuned_grid_beats_the_default_and_reports_its_own_error(mixture_2d, sampler, options):
     """On the exact eps of a 3-mode mixture, 4 steps: the tuned grid's error, recomputed here
     from the returned grid, is the reported one (1e-9), at most 0.75x the default grid's
-    (measured 0.43x dpm-solver++, 0.58x ddim; a search that finds nothing keeps the default,
+    (measured 0.13x dpm-solver++, 0.58x ddim; a search that finds nothing keeps the default,
     1x), and the grid is valid: T first, strictly decreasing, 0 last."""
     eps_fn = mixture_2d.eps_fn(SCHEDULE)
     g = torch.Generator().manual_seed(0)
@@ -61,7 +62,8 @@ def test_tuning_runs_on_the_continuous_processes(process, mixture_2d):
     tuned = tune_timesteps(
         eps_fn, (64, 2), process, "unipc", 5, n=64, max_evals=60, generator=g, dtype=torch.float64
     )
-    assert tuned.error <= tuned.baseline_error
+    # measured 3e-4 (edm: its default karras grid is poor for unipc at 5 steps) and 0.35 (flow)
+    assert tuned.error <= 0.7 * tuned.baseline_error, (tuned.error, tuned.baseline_error)
     assert float(tuned.timesteps[0]) == pytest.approx(process.T) and float(tuned.timesteps[-1]) == 0
 
 
@@ -114,6 +116,15 @@ def test_cli_tunes_saves_and_samples_with_the_grid(tmp_path, capsys):
     assert grids["dpm-solver++/4/{}"]["timesteps"] == out["timesteps"]
     argv = ["sample", str(run), "--sampler", "dpm-solver++", "--steps", "4", "--spacing", "tuned"]
     assert main([*argv, "--n", "16", "--out", str(tmp_path / "s.npy")]) == 0
+    from scorelab.runs import load_run
+
+    model = load_run(run)  # the CLI's samples are the saved grid's
+    grid = torch.tensor(out["timesteps"], dtype=torch.float64)
+    want, _ = model.sample(16, sampler="dpm-solver++", timesteps=grid)
+    assert torch.equal(torch.from_numpy(np.load(tmp_path / "s.npy")), want)
+    # order=2 is dpm-solver++'s default: the same grid, with or without --opt order=2
+    argv += ["--opt", "order=2", "--n", "16", "--out", str(tmp_path / "o.npy")]
+    assert main(argv) == 0
     assert main(["eval", str(run), "--metrics", "swd", "--n", "64", "--sampler", "dpm-solver++",
                  "--steps", "4", "--spacing", "tuned"]) == 0  # fmt: skip
     argv = ["sample", str(run), "--sampler", "unipc", "--steps", "4", "--spacing", "tuned"]

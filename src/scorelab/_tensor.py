@@ -36,6 +36,19 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return z.to(x.device)
 
 
+def rand(
+    shape: tuple[int, ...],
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Uniform numbers in [0, 1) of a given shape from an explicit generator (CPU by default)."""
+    gen_device = generator.device if generator is not None else device
+    u = torch.rand(shape, generator=generator, device=gen_device, dtype=dtype)
+    return u.to(device) if device is not None else u
+
+
 def randn(
     shape: tuple[int, ...],
     *,

@@ -135,6 +135,12 @@ def resolve_objective(cfg: RunConfig) -> RunConfig:
         )
     if cfg.score.target:
         raise ScorelabError("--target is used only by --objective tsm")
+    # layouts before 4 stored eps and sigma2 in every run; other values would be ignored here
+    if cfg.score.prediction not in (None, "eps") or cfg.score.weighting not in (None, "sigma2"):
+        raise ScorelabError(
+            "--prediction and --weighting set a continuous process's loss; on --process ddpm "
+            "the --objective (eps, x0, v) names the prediction"
+        )
     return cfg
 
 

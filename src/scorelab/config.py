@@ -34,6 +34,13 @@ def _objectives() -> tuple[str, ...]:
     return OBJECTIVES
 
 
+def _predictions() -> tuple[str, ...]:
+    from scorelab.processes.parameterization import PROCESS_PREDICTIONS
+    from scorelab.typing import PREDICTIONS
+
+    return PREDICTIONS + PROCESS_PREDICTIONS
+
+
 def _weightings() -> tuple[str, ...]:
     from scorelab.objectives import WEIGHTINGS
 
@@ -242,7 +249,7 @@ class ScoreConfig:
         "eps, x0, v, score, velocity (dx_t/dt, flow matching's target) or edm (EDM's "
         "preconditioned F: D = c_skip x + c_out F(c_in x, c_noise)) (default: the process's "
         "own: eps on vp, subvp and ve, edm on edm, velocity on flow)",
-        choices=lambda: ("eps", "x0", "v", "score", "velocity", "edm"),
+        choices=_predictions,
         show_default=False,
     )
     weighting: str | None = setting(
@@ -590,6 +597,12 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         shared = {k: v for k, v in d["model"].items() if k in _fields(NETWORKS[name])}
         d["model"] = dataclasses.asdict(NETWORKS[name]()) | shared | {"name": name}
     for key, value in overrides.items():
+        same = isinstance(value, dict) and isinstance(d.get("sde"), dict)
+        if key == "sde" and same and value.get("name", "vp") == d["sde"].get("name"):
+            # the same process: the given parameters over the stored ones (an EDM run's
+            # sigma_data, resolved from its data)
+            params = {**d["sde"].get("params", {}), **(value.get("params") or {})}
+            value = {**value, "params": params}
         node = d
         *parents, leaf = key.split(".")
         for p in parents:

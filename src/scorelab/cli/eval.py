@@ -164,8 +164,8 @@ def _run_eval_metrics(args: argparse.Namespace) -> int:
     args.n = 1000 if args.n is None else args.n
     args.seed = 0 if args.seed is None else args.seed
     run = load_run(args.run_dir, weights=args.weights)
-    if args.steps is None:  # a diffusion run's DDIM steps (a VAE decodes in one: None)
-        args.steps = run.preview(100)[0].get("steps")
+    if args.steps is None and args.spacing != "tuned":  # a diffusion run's DDIM steps (a VAE
+        args.steps = run.preview(100)[0].get("steps")  # decodes in one: None); tuned: its own
     samples = None
     if args.samples is not None:
         if is_image(run.config):

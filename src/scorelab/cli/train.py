@@ -14,10 +14,13 @@ from scorelab.cli.args import add_settings, settings_given
 from scorelab.config import RunConfig
 from scorelab.errors import ScorelabError
 from scorelab.presets import config_file_overrides, image_defaults, preset_names
-from scorelab.processes import SDES
 
-# ddpm: the discrete schedule (config sde null); the others: processes/sde.py's SDES
-PROCESSES = ("ddpm", *SDES)
+
+def processes() -> tuple[str, ...]:
+    """ddpm (the discrete schedule: config sde null) and processes/sde.py's SDES."""
+    from scorelab.processes import SDES
+
+    return ("ddpm", *SDES)
 
 
 def register(sub) -> None:
@@ -36,7 +39,7 @@ def register(sub) -> None:
         dest="sde.name",
         metavar="PROCESS",
         default=None,
-        choices=PROCESSES,
+        choices=processes(),
         help="the forward process x_t = alpha_t x_0 + sigma_t eps: ddpm (the discrete --schedule, "
         "trained with --objective eps, x0, v or hybrid; the default), or in continuous time: vp "
         "(beta 0.1..20), subvp, ve (sigma 0.01..50), edm (Karras et al. 2022: sigma "
@@ -112,9 +115,22 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:  # the file first, the flags over it
         if args.resume and not auto:
             raise ScorelabError("--config starts a new run; --resume reads the run's own config")
-        overrides = {**config_file_overrides(args.config), **overrides}
+        from_file = config_file_overrides(args.config)
+        if "sde" in overrides and (from_file.get("sde") or {}).get("name") != (
+            (overrides["sde"] or {}).get("name")
+        ):  # another process than the file's: its resolved prediction and weighting stay there
+            for key in ("score.prediction", "score.weighting"):
+                from_file.pop(key, None)
+        overrides = {**from_file, **overrides}
     if overrides.get("sde") and "objective" not in overrides and (auto or not args.resume):
         overrides["objective"] = "dsm"  # a continuous process trains with a score objective
+    from scorelab.objectives import SCORE_OBJECTIVES
+
+    if getattr(args, "sde.name") == "ddpm" and overrides.get("objective") in SCORE_OBJECTIVES:
+        raise ScorelabError(
+            f"--objective {overrides['objective']} trains a continuous process (vp, subvp, ve, "
+            "edm or flow), not --process ddpm, which trains eps, x0, v or hybrid"
+        )
     from scorelab.runs import KINDS
 
     vae = overrides.get("model.name") in KINDS["vae"].models
@@ -219,5 +235,5 @@ def _sde_overrides(args: argparse.Namespace, overrides: dict) -> None:
         except ValueError:
             sep = ""
         if not sep or not key.strip():
-            raise ScorelabError(f"--sde-param must look like KEY=NUMBER, got {item!r}")
+            raise ScorelabError(f"--process-param must look like KEY=NUMBER, got {item!r}")
     overrides["sde"] = {"name": name, "params": params}

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from scorelab.cli.args import nonneg_int, positive_int
+from scorelab.errors import ScorelabError
 
 
 def register(sub) -> None:
@@ -53,11 +54,14 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scorelab.runs import load_run
+    from scorelab.runs.diffusion import TUNED_GRIDS
     from scorelab.samplers import parse_options, validate_options
 
     options = parse_options(args.sampler, args.opt)
     validate_options(args.sampler, options)
     model = load_run(args.run_dir)
+    if not hasattr(model, "tune_steps"):
+        raise ScorelabError(f"{args.run_dir} is not a diffusion run: tune-steps tunes samplers")
     t0 = time.perf_counter()
     tuned = model.tune_steps(args.nfe, sampler=args.sampler, n=args.n, max_evals=args.max_evals,
                              seed=args.seed, **options)  # fmt: skip
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.sampler}, {tuned.steps} steps ({tuned.nfe} network calls): error per dimension "
         f"{tuned.baseline_error:.4g} on its {tuned.baseline_spacing} grid -> {tuned.error:.4g} "
         f"tuned ({ratio:.2f}x), {tuned.evaluations} evaluations on {args.n} noises, "
-        f"{seconds:.1f}s\ngrid: {grid}\nsaved in {args.run_dir / 'tuned_grids.json'}; sample "
+        f"{seconds:.1f}s\ngrid: {grid}\nsaved in {args.run_dir / TUNED_GRIDS}; sample "
         f"with: scorelab sample {args.run_dir} --sampler {args.sampler} --steps {tuned.steps} "
         f"--spacing tuned{opts} --out FILE"
     )

@@ -11,7 +11,7 @@ eps and x0 are unchanged and grad_x log p_t = c grad_x~ log p~_t = -eps / sigma_
 Every conversion goes through eps; adapters turn any of these functions into an eps_fn.
 alpha_bar is a (B,) tensor, or a Python float when one time holds for the whole batch.
 
-Two more predictions need the process itself, not only alpha_bar (docs/theory.md §29); each is
+Two more predictions need the process itself, not only alpha_bar (docs/theory.md §30); each is
 linear in (x_t, prediction), eps = A x_t + B pred (eps_coefficients):
   velocity  u = dx_t/dt = f x_t + (g^2 / (2 sigma_t)) eps   (flow matching; the PF-ODE drift)
   edm       F with D = c_skip x^ + c_out F(c_in x^, c_noise) (Karras et al. 2022, Table 1), in
@@ -35,14 +35,9 @@ from scorelab.typing import PREDICTIONS, EpsFn, ModelFn, Prediction, Schedule, S
 PROCESS_PREDICTIONS: tuple[str, ...] = ("velocity", "edm")
 
 
-def check_prediction(kind: str) -> None:
-    if kind not in PREDICTIONS:
-        raise ScorelabError(f"unknown prediction {kind!r}; choose one of: {', '.join(PREDICTIONS)}")
-
-
-def check_model_prediction(kind: str) -> None:
-    """A prediction as_eps_fn takes: eps, x0, v, score, or velocity and edm on a process."""
-    known = PREDICTIONS + PROCESS_PREDICTIONS
+def check_prediction(kind: str, known: tuple[str, ...] = PREDICTIONS) -> None:
+    """kind is one of known: the alpha_bar-only predictions by default; as_eps_fn also takes
+    PROCESS_PREDICTIONS."""
     if kind not in known:
         raise ScorelabError(f"unknown prediction {kind!r}; choose one of: {', '.join(known)}")
 
@@ -53,8 +48,8 @@ def eps_coefficients(schedule: Schedule, kind: str, t: Tensor) -> tuple[Tensor, 
         raise ScorelabError(f"{kind!r} is not a process prediction (velocity, edm)")
     if not hasattr(schedule, "mean_coeff" if kind == "edm" else "velocity_coefficients"):
         raise ScorelabError(
-            f"prediction {kind!r} needs a continuous-time process (vp, subvp, ve, edm or flow), "
-            "not a discrete schedule"
+            f"prediction {kind!r} needs a process with alpha_t and sigma_t (vp, subvp, ve, edm "
+            "or flow), not a discrete schedule"
         )
     t = _wide(t)
     if kind == "velocity":
@@ -154,7 +149,7 @@ def as_eps_fn(model_fn: ModelFn, schedule: Schedule, prediction: Prediction = "e
     For an SDE the conversion runs in the VP view x~ = c x (eps and x0 are the same there, v is
     defined there); a score prediction is grad_x log p_t, which is c grad_x~ log p~_t.
     """
-    check_model_prediction(prediction)
+    check_prediction(prediction, PREDICTIONS + PROCESS_PREDICTIONS)
     if prediction == "eps":
         return model_fn
     if prediction in PROCESS_PREDICTIONS:
@@ -274,7 +269,6 @@ def denoiser_from_eps(eps_fn: EpsFn, schedule: Schedule) -> ModelFn:
 __all__ = [
     "PROCESS_PREDICTIONS",
     "as_eps_fn",
-    "check_model_prediction",
     "eps_coefficients",
     "net_input_scale",
     "process_from_eps",

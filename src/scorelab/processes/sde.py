@@ -17,7 +17,7 @@ exact std of x_t - x_0 (it is 0 at t = 0), not score_sde's sigma_min (sigma_max/
 Reverse SDE: dx = [f x - g^2 score] dt + g dW-bar; PF-ODE: dx/dt = f x - g^2 score / 2.
 The PF-ODE's drift is the velocity u = dx_t/dt = alpha'_t x_0 + sigma'_t eps in expectation
 given x_t: u = f x_t + (g^2 / (2 sigma_t)) eps (velocity_coefficients), which is flow
-matching's regression target for its process (docs/theory.md §29).
+matching's regression target for its process (docs/theory.md §30).
 
 The VP-equivalent view. In x~ = x_t / sqrt(alpha_t^2 + sigma_t^2) every such process is a VP
 process with alpha_bar_eq = alpha_t^2 / (alpha_t^2 + sigma_t^2): the same log-SNR
@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from scorelab._tensor import append_dims, flat_sum, randn, randn_like
+from scorelab._tensor import append_dims, flat_sum, rand, randn, randn_like
 from scorelab.errors import ScorelabError
 from scorelab.processes.ddpm import Gaussian
 
@@ -57,6 +57,9 @@ class SDE(ABC):
     T: float = 1.0
     t_min: float = 1e-3
     name: str = ""
+    # what the "uniform" spacing means on this process: a grid uniform in t, unless its time is
+    # a noise level (EDM: "karras", its sigma^(1/rho) grid; samplers/timesteps.py)
+    own_spacing: str = "uniform"
     # the data's std in model units, for EDM's preconditioning (prediction "edm"); 1 for every
     # process but EDM, whose runs set it from the data
     sigma_data: float = 1.0
@@ -97,7 +100,7 @@ class SDE(ABC):
         self, n: int, *, generator: torch.Generator | None = None, device=None
     ) -> Tensor:
         """n training times, float64: uniform on [t_min, T] (EDM and flow override it)."""
-        u = _uniform(n, generator, device)
+        u = rand((n,), generator=generator, dtype=torch.float64, device=device)
         return self.t_min + u * (self.T - self.t_min)
 
     def velocity_coefficients(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
@@ -261,18 +264,6 @@ class SDE(ABC):
         return {"name": self.name, **asdict(self)}  # type: ignore[call-overload]
 
 
-def _uniform(n: int, generator: torch.Generator | None, device) -> Tensor:
-    """n uniform numbers in [0, 1), float64, drawn on the generator's device."""
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
-
-
-def _normal(n: int, generator: torch.Generator | None, device) -> Tensor:
-    """n standard normal numbers, float64, drawn on the generator's device."""
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
-
-
 def _check_positive(**values: float) -> None:
     for key, value in values.items():
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -419,6 +410,9 @@ class EDM(SDE):
     name = "edm"
     native_prediction = "edm"
     native_weighting = "edm"
+    # the grid "uniform" means here: time is the noise level, and uniform in sigma would spend
+    # nearly every step at high noise; EDM's own is sigma^(1/rho) uniform (timesteps below)
+    own_spacing = "karras"
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -467,7 +461,8 @@ class EDM(SDE):
         self, n: int, *, generator: torch.Generator | None = None, device=None
     ) -> Tensor:
         """sigma = exp(p_mean + p_std z), z ~ N(0, 1) (EDM's log-normal; not clipped)."""
-        return torch.exp(self.p_mean + self.p_std * _normal(n, generator, device))
+        z = randn((n,), generator=generator, dtype=torch.float64, device=device)
+        return torch.exp(self.p_mean + self.p_std * z)
 
     def noise_label_range(self) -> tuple[float, float]:
         return math.log(self.sigma_min) / 4, math.log(self.sigma_max) / 4
@@ -493,12 +488,6 @@ class EDM(SDE):
     @property
     def default_steps(self) -> int:
         return 18  # EDM's CIFAR-10 setting: 35 network calls with Heun
-
-    @property
-    def sampling_t_min(self) -> float | None:
-        """None: the "uniform" spacing takes timesteps(), EDM's sigma^(1/rho) grid (uniform in
-        sigma would spend nearly every step at high noise); the others end at sigma_min."""
-        return None
 
     @property
     def likelihood_t0(self) -> float:
@@ -557,8 +546,9 @@ class Flow(SDE):
 
     @property
     def likelihood_t0(self) -> float:
-        """Where sigma_t / alpha_t = 0.01, the noise level of VP's and DDPM's default."""
-        return float(self.time_at_log_snr(2 * math.log(100.0)))
+        """Where sigma_t / alpha_t = 0.01, the noise level of VP's and DDPM's default (t_min if
+        sigma_min >= 0.01 keeps it above that everywhere)."""
+        return max(float(self.time_at_log_snr(2 * math.log(100.0))), self.t_min)
 
     def velocity_coefficients(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         # g^2 / (2 sigma) = (1 - sigma_min) + sigma / (1 - t): no 0/0 at t = 0
@@ -570,7 +560,7 @@ class Flow(SDE):
     ) -> Tensor:
         if self.logit_std == 0:
             return super().training_times(n, generator=generator, device=device)
-        z = _normal(n, generator, device)
+        z = randn((n,), generator=generator, dtype=torch.float64, device=device)
         return torch.sigmoid(self.logit_mean + self.logit_std * z).clamp(self.t_min, self.T)
 
 

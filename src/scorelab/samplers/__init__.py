@@ -99,17 +99,13 @@ def sample(
     # DiscreteSchedule the scale is 1 and these maps are exact identities.
     scale = schedule.input_scale
     unit_scale = bool((scale(timesteps) == 1).all())  # VP: skip the per-call identity maps
-    scales: dict[float, float] = {}  # one time for the whole batch: its scale, computed once
 
     def to_x(x_tilde: Tensor, t: Tensor | float) -> Tensor:
         if unit_scale:
             return x_tilde
         t = batch_times(t, x_tilde)
-        if is_broadcast(t):
-            key = float(t[0])
-            if key not in scales:
-                scales[key] = float(scale(torch.tensor([key], dtype=torch.float64)))
-            return x_tilde / scales[key]
+        if is_broadcast(t):  # one time for the whole batch: its scale once, not B times
+            t = t[:1]
         s = scale(t).to(x_tilde.dtype)
         return x_tilde / append_dims(s, x_tilde.ndim)
 
@@ -131,7 +127,7 @@ def sample(
         trajectory = [(float(timesteps[0]), to_x(x, timesteps[0]).detach().cpu())]
 
     def on_step(i: int, t: Tensor, x_t: Tensor, x0: Tensor) -> None:
-        x_t = to_x(x_t, t)
+        x_t = x_t if float(t.flatten()[0]) == 0 else to_x(x_t, t)  # t = 0: the x0 itself
         if trajectory is not None:
             trajectory.append((float(t.flatten()[0]), x_t.detach().cpu()))
         if callback is not None:
@@ -140,9 +136,11 @@ def sample(
     steps_seen = on_step if trajectory is not None or callback is not None else None
     out = spec.fn(counted, x, schedule, timesteps, generator=generator, callback=steps_seen,
                   **options)  # fmt: skip
-    # samplers end at t = 0, where every scale is 1 (Langevin stops at the last positive
-    # level, where the scale is 1 - O(sigma_t^2 + 1 - alpha_t^2): ~1e-8 VE, ~5e-5 sub-VP)
-    return SampleResult(to_x(out, timesteps[-1]), nfe, trajectory)
+    # samplers end at t = 0 with the x0 prediction, which is the same in both coordinates (the
+    # scale at t = 0 is 1 but for flow with sigma_min > 0); Langevin stops at the last positive
+    # level, where the scale is 1 - O(sigma_t^2 + 1 - alpha_t^2): ~1e-8 VE, ~5e-5 sub-VP
+    return SampleResult(out if float(timesteps[-1]) == 0 else to_x(out, timesteps[-1]), nfe,
+                        trajectory)  # fmt: skip
 
 
 __all__ = [

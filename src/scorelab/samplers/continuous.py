@@ -120,9 +120,11 @@ def _ode_fixed(eps_fn, x, schedule, timesteps, *, heun, callback):
         "atol": Option(float, 1e-4, "absolute tolerance of each step", check=positive),
         "t_end": Option(
             float,
-            1.0,
-            "the time where the ODE stops and the x0 prediction is taken, below the grid's top",
+            None,
+            "the time where the ODE stops and the x0 prediction is taken, below the grid's top "
+            "(none: the process's last sampling time, t = 1 for DDPM, t_min otherwise)",
             check=positive,
+            nullable=True,
         ),
     },
 )
@@ -135,12 +137,14 @@ def sample_ode_rk45(
     *,
     rtol: float = 1e-4,
     atol: float = 1e-4,
-    t_end: float = 1.0,
+    t_end: float | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """Adaptive Dormand-Prince on the PF-ODE from the grid's first time down to t_end, then
     the x0 prediction there; the solver picks its own steps, so only timesteps[0] is used."""
+    if t_end is None:
+        t_end = schedule.sampling_t_min or schedule.t_min
     if not 0 < t_end < float(timesteps[0]):
         raise ScorelabError(f"t_end must be in (0, {float(timesteps[0]):g}), got {t_end}")
     f = lambda y, t: pf_ode_drift(eps_fn, schedule, y, batch_times(t, y))[0]  # noqa: E731

@@ -1,8 +1,8 @@
 """Time grids shared by all samplers: K positive times from T down, then 0.
 
 uniform: t = T u; quadratic: t = T u^2 (DDIM's); with u = (K - i) / K, i = 0..K-1. Without a
-t_min, uniform is the process's own grid (schedule.timesteps): integer times for DDPM, and for
-EDM, whose time is the noise level sigma, its sigma^(1/rho) grid (the same as karras).
+t_min, uniform is the process's own grid (schedule.timesteps): integer times for DDPM. On EDM,
+whose time is the noise level sigma (own_spacing "karras"), uniform is karras with its rho.
 logsnr: log-SNR uniform between t = T and t_min (DPM-Solver's choice).
 karras: sigma = sqrt((1 - alpha_bar) / alpha_bar) with sigma^(1/rho) uniform between its
 values at T and t_min (Karras et al. 2022, eq. 5, rho = 7).
@@ -45,6 +45,8 @@ def make_timesteps(
     if steps < 1:
         raise ScorelabError(f"steps must be >= 1, got {steps}")
     T = float(schedule.T)
+    if spacing == "uniform" and getattr(schedule, "own_spacing", "uniform") == "karras":
+        spacing, rho = "karras", float(getattr(schedule, "rho", rho))  # EDM: time is sigma
     u = torch.arange(steps, 0, -1, dtype=torch.float64) / steps  # 1, ..., 1/K
     if spacing == "uniform" and t_min is None:
         return schedule.timesteps(steps)  # integer times, as the network was trained on

@@ -9,13 +9,13 @@ discretization error of a grid t_0 = T > t_1 > ... > t_{K-1} > t_K = 0 is measur
 Phi_ref a reference solve of the same ODE (third-order DPM-Solver++ on a fine log-SNR grid,
 whose own error is orders below E). The grid is parameterized in log-SNR: the first time
 stays at the sampler grid's top, the K - 1 gaps are softmax weights of K - 1 numbers and the
-last positive time's log-SNR is free between the top's and t_min's; Nelder-Mead (scipy)
-minimises E from the sampler's default grid. This is local-truncation-error balancing by
-measurement rather than by a bound: the tuned grid is the one whose steps' errors add up to
-the least on this model (compare Sabour et al. 2024, "Align Your Steps", who minimise a KL
-bound between the sampler's and the true SDE's path measures instead). A grid is tuned for one
-sampler, one K and one model; stochastic samplers are refused (their error is not a function
-of x_T).
+last positive time's log-SNR is free between the top's and t_min's (a share of that range in
+[0.02, 1]); Nelder-Mead (scipy) minimises E from the sampler's default grid. This is
+local-truncation-error balancing by measurement rather than by a bound: the tuned grid is
+the one whose steps' errors add up to the least on this model (compare Sabour et al. 2024,
+"Align Your Steps", who minimise a KL bound between the sampler's and the true SDE's path
+measures instead). A grid is tuned for one sampler, one K and one model; stochastic samplers
+are refused (their error is not a function of x_T).
 """
 
 from __future__ import annotations
@@ -136,9 +136,11 @@ def tune_timesteps(
         return TunedGrid(base, baseline, baseline, spec.spacing, sampler, steps, nfe, evaluations)
 
     def grid_of(theta) -> Tensor:
+        # theta: K - 1 logits of the log-SNR gaps, then the last time's share of the log-SNR
+        # range from the top to t_min (clamped to [0.02, 1]: linear, so the search moves it)
         theta = torch.as_tensor(theta, dtype=torch.float64)
         gaps = torch.softmax(theta[:-1], 0)
-        span = torch.sigmoid(theta[-1]) * (lam_end - lam_top)
+        span = theta[-1].clamp(0.02, 1.0) * (lam_end - lam_top)
         lam = lam_top + torch.cat([gaps.new_zeros(1), torch.cumsum(gaps, 0)]) * span
         t = schedule.time_at_log_snr(lam).to(torch.float64)
         t[0] = top
@@ -150,14 +152,18 @@ def tune_timesteps(
             return math.inf
         return error(grid)
 
-    # start from the default grid: its gaps in log-SNR and its span
+    # start from the default grid: its gaps in log-SNR and its span; the first simplex moves
+    # each gap's logit by 0.5 and the span by 0.1 (towards the inside of [0.02, 1])
     lam0 = schedule.log_snr(base[:-1].to(torch.float64)).to(torch.float64)
     gaps0 = (lam0[1:] - lam0[:-1]).clamp(min=1e-6)
-    frac = float(((lam0[-1] - lam_top) / (lam_end - lam_top)).clamp(1e-6, 1 - 1e-6))
-    theta0 = torch.cat(
-        [torch.log(gaps0 / gaps0.sum()), torch.tensor([math.log(frac / (1 - frac))])]
-    )
-    search = {"maxfev": max_evals, "xatol": 1e-3, "fatol": 1e-9 * baseline}
+    frac = float(((lam0[-1] - lam_top) / (lam_end - lam_top)).clamp(0.02, 1.0))
+    theta0 = torch.cat([torch.log(gaps0 / gaps0.sum()), torch.tensor([frac], dtype=torch.float64)])
+    dims = theta0.numel()
+    simplex = theta0.repeat(dims + 1, 1)
+    simplex[1:dims, : dims - 1] += 0.5 * torch.eye(dims - 1, dtype=torch.float64)
+    simplex[dims, dims - 1] += -0.1 if frac > 0.5 else 0.1
+    search = {"maxfev": max_evals, "xatol": 1e-3, "fatol": 1e-9 * baseline,
+              "initial_simplex": simplex.numpy()}  # fmt: skip
     result = minimize(objective, theta0.numpy(), method="Nelder-Mead", options=search)
     grid, err = grid_of(result.x), float(result.fun)
     if not err < baseline:  # the search found nothing better: keep the default
