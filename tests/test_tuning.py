@@ -130,3 +130,20 @@ def test_cli_tunes_saves_and_samples_with_the_grid(tmp_path, capsys):
     argv = ["sample", str(run), "--sampler", "unipc", "--steps", "4", "--spacing", "tuned"]
     cli_fails([*argv, "--out", str(tmp_path / "u.npy")], capsys, "scorelab tune-steps")
     cli_fails(["tune-steps", str(run), "--nfe", "4", "--sampler", "ddpm"], capsys, "draws noise")
+
+
+def test_a_malformed_tuned_grids_file_is_a_one_line_error(tmp_path, capsys):
+    """tuned_grids.json that is not JSON, or has an entry without a list of numbers, is a
+    one-line error naming the file, never a traceback; so is tune-steps on a VAE run."""
+    run = tmp_path / "run"
+    argv = ["train", "--data", "ring", "--n-data", "500", "--steps", "2", "--width", "16"]
+    assert main([*argv, "--no-progress", "--out", str(run)]) == 0
+    sample = ["sample", str(run), "--sampler", "ddim", "--steps", "4", "--spacing", "tuned"]
+    sample += ["--out", str(tmp_path / "s.npy")]
+    for text in ("{not json", '{"ddim/4/{}": {"timesteps": ["a"]}}', '{"ddim/4/{}": 3}'):
+        (run / "tuned_grids.json").write_text(text)
+        cli_fails(sample, capsys, "tuned_grids.json")
+    vae = tmp_path / "vae"
+    argv = ["train", "--model", "vae", "--data", "ring", "--n-data", "500", "--steps", "2"]
+    assert main([*argv, "--no-progress", "--out", str(vae)]) == 0
+    cli_fails(["tune-steps", str(vae), "--nfe", "4"], capsys, "not a diffusion run")
