@@ -10,6 +10,12 @@ seed; only the process (and with it the prediction, loss weighting and training 
 * mix-64d: samples of the samplers race's 64-D mixture (benchmarks/samplers.py ``mixture_64d``);
 * digits: scikit-learn's 8x8 digits with the digits preset's U-Net (images).
 
+With --peers (vectors), the same MLP is also trained by two flow matching libraries' own
+loops (torchcfm's ConditionalFlowMatcher, flow_matching's AffineProbPath with CondOTScheduler:
+plain Adam at the same learning rate and batch, constant rate, no EMA or clipping, as their
+documentation writes it) and sampled with scorelab's samplers on the flow process, so those
+rows judge the training recipe, not the sampler.
+
 The processes, as `scorelab train --process NAME` trains them (docs/theory.md §30):
 
 * ddpm: the discrete linear schedule (T = 1000), eps regression (L_simple);
@@ -170,6 +176,74 @@ def evaluate_run(run_dir: Path, judge, n: int, batch: int) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------- trained peers
+
+
+def train_flow_peer(library: str, data: torch.Tensor, steps: int, batch: int, lr: float):
+    """The same MLP (scorelab's nn.MLP, width 256, depth 3) trained by a peer library's flow
+    matching recipe as its documentation writes the loop: plain Adam at a constant learning
+    rate, MSE of the velocity, no EMA, no clipping; t = 0 is noise and t = 1 data there.
+    torchcfm: ConditionalFlowMatcher(sigma=0).sample_location_and_conditional_flow;
+    flow_matching: AffineProbPath(CondOTScheduler()).sample. Returns the trained velocity
+    v(x, s) in the peer's time s."""
+    from scorelab.nn import MLP
+
+    torch.manual_seed(SEED)
+    net = MLP(data.shape[1], 256, 3, time_scale=1000.0)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(SEED)
+    if library == "torchcfm":
+        from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+
+        matcher = ConditionalFlowMatcher(sigma=0.0)
+    else:
+        from flow_matching.path import AffineProbPath
+        from flow_matching.path.scheduler import CondOTScheduler
+
+        path = AffineProbPath(scheduler=CondOTScheduler())
+    x_all = data.float()
+    for _ in range(steps):
+        x1 = x_all[torch.randint(0, len(x_all), (batch,), generator=g)]
+        x0 = torch.randn(x1.shape, generator=g)
+        if library == "torchcfm":
+            s, xs, us = matcher.sample_location_and_conditional_flow(x0, x1)
+        else:
+            s = torch.rand(batch, generator=g)
+            sample = path.sample(t=s, x_0=x0, x_1=x1)
+            xs, us = sample.x_t, sample.dx_t
+        loss = ((net(xs, s) - us) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    return net
+
+
+def peer_rows(net, dim: int, flow, judge, n: int, normalize) -> list[dict]:
+    """The peer's velocity field sampled with scorelab's samplers on the flow process (the
+    same samplers for every row, so the rows judge the training): scorelab's velocity at
+    (x, t) is -v(x, 1 - t), converted to the eps the samplers take."""
+    from scorelab.processes.parameterization import as_eps_fn
+    from scorelab.samplers import sample
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -net(x.float(), (1 - t).float()).to(x.dtype)
+
+    eps_fn = as_eps_fn(velocity, flow, "velocity")
+    rows = []
+    for sampler in SAMPLERS:
+        for nfe in NFES:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = sample(eps_fn, (n, dim), flow, sampler, steps_for(sampler, nfe),
+                             generator=torch.Generator().manual_seed(SEED + 1))  # fmt: skip
+            x = normalize.decode(out.x)
+            score = judge(x) if torch.isfinite(x).all() else float("inf")
+            rows.append({"sampler": sampler, "nfe": nfe, "calls": out.nfe, "score": score,
+                         "seconds": time.perf_counter() - t0})  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps-vectors", type=int, default=4000)
@@ -178,6 +252,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--problems", default="ring-2d,mix-64d,digits")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="vectors: also train the same MLP with torchcfm's and flow_matching's own flow "
+        "matching loops (pip install --no-deps torchcfm pot flow-matching)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "processes.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -201,19 +281,33 @@ def main() -> int:
                 judge, n, batch = VectorJudge(data[20_000:], args.n), args.n, args.n
                 steps = args.steps_vectors
             results[problem] = {"floor": judge.floor, "steps": steps, "n": n, "processes": {}}
-            for process in PROCESSES:
-                cfg = (image_config(steps, process) if problem == "digits"
-                       else vector_config(path, steps, process))  # fmt: skip
-                out = work / f"{problem}-{process}"
-                t0 = time.perf_counter()
-                train(cfg, out, progress=False, log=lambda m: None, pictures=False)
-                seconds = time.perf_counter() - t0
-                rows = evaluate_run(out, judge, n, batch)
-                results[problem]["processes"][process] = {
-                    "train_seconds": seconds,
-                    "curve": loss_curve(out),
-                    "rows": rows,
-                }
+            peers = [] if problem == "digits" or not args.peers else ["torchcfm", "flow_matching"]
+            for process in PROCESSES + tuple(peers):
+                if process in peers:  # a peer library's own recipe on the same data and net
+                    from scorelab.data import Normalizer
+                    from scorelab.processes.sde import Flow
+
+                    x = torch.from_numpy(np.load(path))
+                    normalize = Normalizer.fit(x)
+                    t0 = time.perf_counter()
+                    net = train_flow_peer(process, normalize.encode(x), steps, 512, 2e-3)
+                    seconds = time.perf_counter() - t0
+                    rows = peer_rows(net, x.shape[1], Flow(), judge, n, normalize)
+                    results[problem]["processes"][process] = {
+                        "train_seconds": seconds, "curve": ([], []), "rows": rows}  # fmt: skip
+                else:
+                    cfg = (image_config(steps, process) if problem == "digits"
+                           else vector_config(path, steps, process))  # fmt: skip
+                    out = work / f"{problem}-{process}"
+                    t0 = time.perf_counter()
+                    train(cfg, out, progress=False, log=lambda m: None, pictures=False)
+                    seconds = time.perf_counter() - t0
+                    rows = evaluate_run(out, judge, n, batch)
+                    results[problem]["processes"][process] = {
+                        "train_seconds": seconds,
+                        "curve": loss_curve(out),
+                        "rows": rows,
+                    }
                 best = min(rows, key=lambda r: r["score"])
                 print(f"{problem} {process}: trained {seconds:.0f}s; best {best['sampler']} "
                       f"@{best['nfe']} {best['score']:.4g} (floor {judge.floor:.4g})",
