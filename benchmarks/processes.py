@@ -251,6 +251,11 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2000, help="samples per set (images: half)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--problems", default="ring-2d,mix-64d,digits")
+    parser.add_argument(
+        "--processes",
+        default=",".join(PROCESSES),
+        help="the processes to train (default: all four), e.g. flow with --peers",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--peers",
@@ -282,7 +287,8 @@ def main() -> int:
                 steps = args.steps_vectors
             results[problem] = {"floor": judge.floor, "steps": steps, "n": n, "processes": {}}
             peers = [] if problem == "digits" or not args.peers else ["torchcfm", "flow_matching"]
-            for process in PROCESSES + tuple(peers):
+            chosen = tuple(p.strip() for p in args.processes.split(",") if p.strip())
+            for process in chosen + tuple(peers):
                 if process in peers:  # a peer library's own recipe on the same data and net
                     from scorelab.data import Normalizer
                     from scorelab.processes.sde import Flow
