@@ -320,7 +320,7 @@ def main() -> int:
                       flush=True)  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    plot_curves(results, args.out.with_name("processes_loss.png"))
+    plot_curves(results, args.out.with_name(f"{args.out.stem}_loss.png"))  # processes_loss.png
     args.out.write_text(report(args, results, minutes))
     print(f"wrote {args.out} ({minutes:.1f} min)")
     return 0
@@ -391,7 +391,7 @@ def report(args, results: dict, minutes: float) -> str:
                 lines.append(f"| {process} | {sampler} | " + " | ".join(f"{v:.4g}" for v in vals)
                              + " |")  # fmt: skip
         lines.append("")
-    lines += ["Loss curves: processes_loss.png (each relative to its final value).", ""]
+    lines += [f"Loss curves: {args.out.stem}_loss.png (each relative to its final value).", ""]
     return "\n".join(lines)
 
 
