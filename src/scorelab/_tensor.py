@@ -36,6 +36,13 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return z.to(x.device)
 
 
+def _draw(fill, shape, generator, dtype, device) -> Tensor:
+    """fill(shape) drawn on the generator's device (CPU by default), then moved to device."""
+    gen_device = generator.device if generator is not None else device
+    z = fill(shape, generator=generator, device=gen_device, dtype=dtype)
+    return z.to(device) if device is not None else z
+
+
 def rand(
     shape: tuple[int, ...],
     *,
@@ -44,9 +51,7 @@ def rand(
     device: torch.device | str | None = None,
 ) -> Tensor:
     """Uniform numbers in [0, 1) of a given shape from an explicit generator (CPU by default)."""
-    gen_device = generator.device if generator is not None else device
-    u = torch.rand(shape, generator=generator, device=gen_device, dtype=dtype)
-    return u.to(device) if device is not None else u
+    return _draw(torch.rand, shape, generator, dtype, device)
 
 
 def randn(
@@ -57,9 +62,7 @@ def randn(
     device: torch.device | str | None = None,
 ) -> Tensor:
     """Standard normal noise of a given shape from an explicit generator (CPU by default)."""
-    gen_device = generator.device if generator is not None else device
-    z = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype)
-    return z.to(device) if device is not None else z
+    return _draw(torch.randn, shape, generator, dtype, device)
 
 
 def flat_sum(x: Tensor) -> Tensor:
