@@ -88,6 +88,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _deepinv_peer  # noqa: E402
 from _machine import cpu_model  # noqa: E402
 from digits import run_config  # noqa: E402
 
@@ -121,9 +122,11 @@ METHODS = (
     ("pigdm", "pigdm", {}),
     ("pigdm, guidance from abar >= 0.01", None, {}),
     ("ddnm", "ddnm", {}),
+    ("diffpir", "diffpir", {}),
     ("repaint", "repaint", {}),
     ("sdedit", "sdedit", {}),
 )
+PEER = "deepinv: "  # the prefix of the peer's rows
 # the oracle's rows: (row name, sampler, options), run on the exact posterior's eps
 ORACLES = (
     ("oracle: ddim, eta 1", "ddim", {"eta": 1.0}),
@@ -263,8 +266,32 @@ def observations(prior, operator, sigma_y, count, seed) -> list[Tensor]:
     return [y[i : i + 1] for i in range(count)]
 
 
-def exact_part(args, nfes) -> list[dict]:
-    """One entry per (problem, operator, sigma_y): rows of averaged metrics and floors."""
+def is_method(row: str) -> bool:
+    """A scorelab method's row (not an oracle's, not the peer's)."""
+    return not row.startswith(("oracle", PEER))
+
+
+def peer_rows(dinv, prior, operator, y, sigma_y, nfes, n, seed, judge) -> dict:
+    """(row, nfe) -> metrics of deepinv's methods; each keeps its best scale by SW2."""
+    out = {}
+    for method in _deepinv_peer.METHODS:
+        for nfe in nfes:
+            best = None
+            for scale in _deepinv_peer.SCALES:
+                t = time.perf_counter()
+                x, calls = _deepinv_peer.run(dinv, method, prior, operator, y, sigma_y, nfe, n,
+                                             seed, scale)  # fmt: skip
+                m = judge(x)
+                m.update(nfe=calls, seconds=time.perf_counter() - t, scale=scale)
+                if best is None or nan_last(m["sw"]) < nan_last(best["sw"]):
+                    best = m
+            out[(PEER + method, nfe)] = best
+    return out
+
+
+def exact_part(args, nfes, dinv=None) -> list[dict]:
+    """One entry per (problem, operator, sigma_y): rows of averaged metrics and floors; with
+    dinv (the deepinv module) also the peer's rows."""
     schedule = make_schedule("linear", 1000)
     settings = []
     for p_index, (problem, prior, ops) in enumerate(problems()):
@@ -300,6 +327,11 @@ def exact_part(args, nfes) -> list[dict]:
                         m = judge(x.detach())
                         m.update(nfe=calls, seconds=time.perf_counter() - t)
                         per_obs.setdefault((row, nfe), []).append(m)
+                if dinv is not None:
+                    rows = peer_rows(dinv, prior, operator, y, sigma_y, nfes, args.n, seed + j,
+                                     judge)  # fmt: skip
+                    for key, m in rows.items():
+                        per_obs.setdefault(key, []).append(m)
                 eps_post = post.eps_fn(schedule)
                 for row, sampler, options in ORACLES:
                     for nfe in nfes:
@@ -318,7 +350,7 @@ def exact_part(args, nfes) -> list[dict]:
                 "modes": [int((w > 0.05).sum()) for w in weights],
                 "seconds": time.perf_counter() - t0,
             })  # fmt: skip
-            best = min((r for k, r in rows.items() if not k[0].startswith("oracle")),
+            best = min((r for k, r in rows.items() if is_method(k[0])),
                        key=lambda r: nan_last(r["sw"]))  # fmt: skip
             print(f"{problem} {op_name} sigma_y={sigma_y}: {time.perf_counter() - t0:.0f}s; "
                   f"floor SW2 {settings[-1]['floor']['sw']:.4f}, best method SW2 "
@@ -327,7 +359,7 @@ def exact_part(args, nfes) -> list[dict]:
 
 
 def average(ms: list[dict]) -> dict:
-    return {k: sum(m[k] for m in ms) / len(ms) for k in ms[0]}
+    return {k: sum(m[k] for m in ms) / len(ms) for k in ms[0] if k != "scale"}
 
 
 def nan_last(v: float) -> float:
@@ -431,23 +463,17 @@ def digits_part(args, nfes, work: Path) -> dict:
 # ---------------------------------------------------------------- the peer
 
 
-def peer_status() -> str:
+def load_peer() -> tuple[object | None, str]:
+    """(the deepinv module or None, what the report says about the peer)."""
     try:
-        import deepinv  # noqa: F401
-    except Exception as e:  # ImportError, or torchvision's operator registration failing
-        return (
-            f"`import deepinv` fails here ({type(e).__name__}: {e}). `pip install --dry-run "
-            "deepinv` resolves deepinv 0.5.0 with torchvision 0.29.1 and torch 2.14.1, which "
-            f"would replace this environment's torch {torch.__version__}; the torchvision built "
-            'for torch 2.13 (0.28) fails to load on it ("operator torchvision::nms does not '
-            "exist\"). The peer (deepinv's DPS and DiffPIR on the same operators and exact "
-            "eps) was not run."
+        dinv, how = _deepinv_peer.load()
+    except Exception as e:  # not installed, or failing on import
+        return None, (
+            f"`import deepinv` fails here ({type(e).__name__}: {e}); install it with "
+            "`pip install --no-deps deepinv torchmetrics lightning-utilities einops natsort "
+            "h5py` (never letting it replace torch). The peer was not run."
         )
-    return (
-        f"deepinv {getattr(sys.modules['deepinv'], '__version__', '?')} imports, but this "
-        "benchmark has no code path for it (it could not be written against a working "
-        "install): the peer was not run."
-    )
+    return dinv, _deepinv_peer.describe(how)
 
 
 # ---------------------------------------------------------------- the report
@@ -466,8 +492,7 @@ def goal_check(settings: list[dict]) -> tuple[list[str], bool]:
     for s in settings:
         if s["problem"] != "16-D" or not s["operator"].startswith(("inpaint", "compressed")):
             continue
-        cands = [(k, r) for k, r in s["rows"].items()
-                 if not k[0].startswith("oracle") and k[1] <= 100]  # fmt: skip
+        cands = [(k, r) for k, r in s["rows"].items() if is_method(k[0]) and k[1] <= 100]
         (row, nfe), best = min(cands, key=lambda kr: nan_last(kr[1]["sw"]))
         ratio = best["sw"] / s["floor"]["sw"]
         met = ratio <= GOAL
@@ -477,6 +502,31 @@ def goal_check(settings: list[dict]) -> tuple[list[str], bool]:
             f"| {ratio:.2f} | {'met' if met else 'not met'} |"
         )
     return lines, met_all
+
+
+def peer_check(settings: list[dict], nfes) -> tuple[list[str], int, int]:
+    """Per 16-D setting and NFE: scorelab's best SW2 against deepinv's best (lines, wins,
+    cells); no lines when the peer did not run."""
+    lines, wins, cells = [], 0, 0
+    for s in settings:
+        if s["problem"] != "16-D":
+            continue
+        for nfe in nfes:
+            ours = [(k[0], r) for k, r in s["rows"].items() if k[1] == nfe and is_method(k[0])]
+            theirs = [(k[0], r) for k, r in s["rows"].items()
+                      if k[1] == nfe and k[0].startswith(PEER)]  # fmt: skip
+            if not theirs:
+                continue
+            on, o = min(ours, key=lambda kr: nan_last(kr[1]["sw"]))
+            tn, t = min(theirs, key=lambda kr: nan_last(kr[1]["sw"]))
+            win = nan_last(o["sw"]) < nan_last(t["sw"])
+            wins, cells = wins + win, cells + 1
+            lines.append(
+                f"| {setting_title(s)} | {nfe} | {o['sw']:.4f} ({on}) | {fmt(t['sw'])} "
+                f"({tn[len(PEER):]}, {t['nfe']:.0f} calls) | {nan_last(t['sw']) / o['sw']:.2f} "
+                f"| {'scorelab' if win else 'deepinv'} |"
+            )
+    return lines, wins, cells
 
 
 def report(args, nfes, settings, digits, peer, minutes) -> str:
@@ -528,8 +578,7 @@ def exact_summary(args, nfes, settings) -> list[str]:
     for s in settings:
         cells = []
         for nfe in nfes:
-            meth = [(k[0], r) for k, r in s["rows"].items()
-                    if k[1] == nfe and not k[0].startswith("oracle")]  # fmt: skip
+            meth = [(k[0], r) for k, r in s["rows"].items() if k[1] == nfe and is_method(k[0])]
             orac = [r for k, r in s["rows"].items() if k[1] == nfe and k[0].startswith("oracle")]
             name, best = min(meth, key=lambda kr: nan_last(kr[1]["sw"]))
             ob = min(r["sw"] for r in orac)
@@ -548,6 +597,19 @@ def exact_summary(args, nfes, settings) -> list[str]:
         *goal,
         "",
     ]
+    peer, wins, cells = peer_check(settings, nfes)
+    if peer:
+        lines += [
+            f"**Against deepinv** (its DPS and DiffPIR, each at its best data scale; 16-D, "
+            f"every NFE): scorelab's best method has the lower SW2 in **{wins} of {cells}** "
+            "cells.",
+            "",
+            "| problem, operator | NFE | scorelab best SW2 | deepinv best SW2 | deepinv / "
+            "scorelab | lower |",
+            "|---|---:|---|---|---:|---|",
+            *peer,
+            "",
+        ]
     return lines
 
 
@@ -564,7 +626,8 @@ def setting_table(args, nfes, s) -> list[str]:
         f"| **floor** (exact samples) | | {f['sw']:.4f} | {f['mean_err']:.4f} | {f['tv']:.4f} "
         f"| {f['coverage']:.3f} | {f['residual']:.4g} | |",
     ]
-    names = [r for r, *_ in METHODS] + [r for r, *_ in ORACLES]
+    names = [r for r, *_ in METHODS] + [PEER + m for m in _deepinv_peer.METHODS]
+    names += [r for r, *_ in ORACLES]
     for name in names:
         for nfe in nfes:
             r = s["rows"].get((name, nfe))
@@ -632,6 +695,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 1))
     parser.add_argument("--parts", default="exact,digits")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="skip deepinv's rows")
     parser.add_argument("--out", type=Path, default=RESULTS / "posterior.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -640,10 +704,10 @@ def main() -> int:
         args.n, args.obs, args.train_steps, nfes = 500, 1, 300, QUICK_NFES
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     started = time.perf_counter()
-    peer = peer_status()
+    dinv, peer = load_peer() if not args.no_peer else (None, "Not run (--no-peer).")
     print(peer, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    settings = exact_part(args, nfes) if "exact" in parts else []
+    settings = exact_part(args, nfes, dinv) if "exact" in parts else []
     digits = None
     if "digits" in parts:
         with tempfile.TemporaryDirectory(prefix="scorelab-posterior-") as tmp:

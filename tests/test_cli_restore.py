@@ -74,6 +74,12 @@ def test_ring_methods_and_observed_input(runs, tmp_path, capsys):
                      "--sigma-y", "0", "--method", "repaint", "--n", "4",
                      "--out", str(tmp_path / "x.npy"))  # fmt: skip
     assert max(report["residual"]) < 1e-5  # repaint keeps the observed entry at sigma_y = 0
+    for spacing, want in ((None, "quadratic"), ("uniform", "uniform")):
+        more = ["--spacing", spacing] if spacing else []
+        report = restore(capsys, ring, "--task", "inpaint", "--input", str(y), "--observed",
+                         "--sigma-y", "0", "--method", "diffpir", "--n", "4", *more,
+                         "--out", str(tmp_path / "x.npy"))  # fmt: skip
+        assert report["spacing"] == want and max(report["residual"]) < 1e-5  # A x = y at 0
 
 
 def test_digits_every_image_task(runs, tmp_path, capsys):

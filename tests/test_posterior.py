@@ -92,10 +92,10 @@ def test_pigdm_is_exact_for_isotropic_gaussian_data_on_every_process(process):
         moments_close(r.x, exact.means[0], exact.covariances[0], k=5, slack=0.02)
 
 
-@pytest.mark.parametrize("method", ["ddnm", "repaint", "pigdm"])
+@pytest.mark.parametrize("method", ["ddnm", "repaint", "pigdm", "diffpir"])
 def test_noiseless_mask_on_independent_coordinates_is_exact(method):
     """Diagonal Gaussian data, a Mask, sigma_y = 0: the posterior is y on the observed entries
-    and the prior on the rest, which ddnm, repaint and pigdm reproduce (5 SE + 0.02)."""
+    and the prior on the rest, which ddnm, repaint, pigdm and diffpir reproduce (5 SE + 0.02)."""
     var = torch.linspace(0.3, 1.5, 8, dtype=F64)
     gm = GaussianMixture(torch.ones(1), torch.linspace(-1, 1, 8, dtype=F64)[None], var[None])
     y = torch.tensor([2.0, -1.0, 0.5, 1.0, 0.0], dtype=F64)
@@ -111,7 +111,7 @@ def two_modes() -> GaussianMixture:
 
 @pytest.mark.parametrize(
     ("method", "options", "bias"),
-    [("pigdm", {}, 0.0), ("ddnm", {}, 0.0), ("repaint", {}, 0.0),
+    [("pigdm", {}, 0.0), ("ddnm", {}, 0.0), ("repaint", {}, 0.0), ("diffpir", {}, 0.0),
      ("dps", {"zeta": 0.1}, 0.05), ("sdedit", {"t0": 1e-3}, 0.0)],
 )  # fmt: skip
 def test_samples_are_consistent_with_the_measurement(method, options, bias):
@@ -148,7 +148,7 @@ def imageshaped(gm: GaussianMixture, shape: tuple[int, ...]):
     return lambda x, t: eps_fn(x.reshape(x.shape[0], -1), t).reshape(x.shape)
 
 
-@pytest.mark.parametrize("method", ["dps", "pigdm", "ddnm", "sdedit"])
+@pytest.mark.parametrize("method", ["dps", "pigdm", "ddnm", "diffpir", "sdedit"])
 def test_image_shaped_signals_and_the_nfe(method):
     """(n, 1, 4, 4) signals through a blur; NFE = steps (one eps call per step)."""
     gm = single_gaussian(16)
@@ -212,12 +212,15 @@ def test_bad_inputs_are_one_line_errors():
         (dict(sigma_y=-0.1), "sigma_y must be finite and >= 0"),
         (dict(sigma_y=math.inf), "sigma_y"),
         (dict(method="oracle"), "unknown posterior method 'oracle'; choose one of: dps"),
-        (dict(zeta=-1.0, method="dps"), "zeta must be a float > 0"),
+        (dict(zeta=-1.0, method="dps"), "zeta must be > 0, got -1.0 (method dps)"),
         (dict(zeta=1.0, method="pigdm"), "unknown option 'zeta': method pigdm takes: scale"),
         (dict(method="repaint", operator=RandomProjection(5, 8)), "Mask (inpainting) only"),
         (dict(method="ddnm", operator=NoSVD(), y=torch.zeros(1)), "ddnm needs an operator"),
         (dict(method="pigdm", operator=NoSVD(), y=torch.zeros(1)), "pigdm needs an operator"),
         (dict(n=0), "n must be a positive integer"),
+        (dict(spacing="cubic"), "unknown spacing 'cubic'"),
+        (dict(method="diffpir", operator=NoSVD(), y=torch.zeros(1)), "diffpir needs an operator"),
+        (dict(method="diffpir", zeta=1.5), "zeta must be in [0, 1], got 1.5 (method diffpir)"),
     ]  # fmt: skip
     for change, words in cases:
         args = dict(operator=MASK8, y=y, sigma_y=0.1, method="dps") | change
@@ -228,12 +231,18 @@ def test_bad_inputs_are_one_line_errors():
 
 
 def test_registry_lists_methods_with_papers_and_options():
-    assert list(post.METHODS) == ["dps", "pigdm", "ddnm", "repaint", "sdedit"]
+    assert list(post.METHODS) == ["dps", "pigdm", "ddnm", "diffpir", "repaint", "sdedit"]
+    assert {k: s.spacing for k, s in post.METHODS.items()}["diffpir"] == "quadratic"
+    assert {s.spacing for k, s in post.METHODS.items() if k != "diffpir"} == {"uniform"}
     for spec in post.METHODS.values():
         assert spec.paper and spec.summary and spec.nfe
     assert post.parse_options("dps", ["zeta=0.5", "eta=0"]) == {"zeta": 0.5, "eta": 0.0}
-    with pytest.raises(ScorelabError, match="jump_length must be a int >= 1"):
+    with pytest.raises(ScorelabError, match=r"jump_length must be >= 1, got 0 \(method repaint\)"):
         post.parse_options("repaint", ["jump_length=0"])
+    with pytest.raises(ScorelabError, match="--opt zeta is given twice"):
+        post.parse_options("dps", ["zeta=0.5", "zeta=0.4"])
+    with pytest.raises(ScorelabError, match="zeta must be a number, got 'x' \\(method dps\\)"):
+        post.parse_options("dps", ["zeta=x"])
     with pytest.raises(ScorelabError, match="KEY=VALUE"):
         post.parse_options("repaint", ["jump_length"])
     with pytest.raises(TypeError, match="keyword-only"):
@@ -241,3 +250,51 @@ def test_registry_lists_methods_with_papers_and_options():
             lambda eps_fn, x, schedule, timesteps, operator, y, sigma_y: x
         )
     assert isinstance(post.METHODS["ddnm"].check_operator(Identity((3,))), type(None))
+
+
+@pytest.mark.parametrize(
+    "operator",
+    [RandomProjection(3, 6, gen(3)), AvgPool(2, (1, 2, 4)), Mask(torch.tensor([1, 0, 1]))],
+)
+@pytest.mark.parametrize("sigma_y", [0.0, 0.3])
+def test_diffpir_step_is_the_proximal_point(operator, sigma_y):
+    """One DiffPIR step to t = 0 returns argmin ||y - A z||^2 + rho ||z - x0_hat||^2 with
+    rho = lam sigma_y^2 abar / (1 - abar): the dense normal equations (A^T A + rho I) z =
+    A^T y + rho x0_hat, to 1e-10 (sigma_y = 0: A z = y, the rest of x0_hat kept)."""
+    d, m = math.prod(operator.shape), math.prod(operator.out_shape)
+    x = torch.randn(4, *operator.shape, generator=gen(1), dtype=F64)
+    eps = torch.randn(4, *operator.shape, generator=gen(2), dtype=F64)
+    y = torch.randn(1, *operator.out_shape, generator=gen(3), dtype=F64)
+    t = torch.tensor([400.0, 0.0], dtype=F64)
+    ab = float(DDPM.alpha_bar(t[:1]))
+    z = post.sample_diffpir(lambda *_: eps, x, DDPM, t, operator, y, sigma_y, lam=2.0)
+    x0 = ((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).reshape(4, d)
+    A = operator.forward(torch.eye(d, dtype=F64).reshape(d, *operator.shape)).reshape(d, m).T
+    rho = 2.0 * sigma_y**2 * ab / (1 - ab)
+    if sigma_y > 0:
+        rhs = (A.T @ y.reshape(m, 1)).T + rho * x0
+        want = torch.linalg.solve(A.T @ A + rho * torch.eye(d, dtype=F64), rhs.T).T
+    else:  # the minimal change to x0_hat that meets A z = y
+        want = x0 + (torch.linalg.pinv(A) @ (y.reshape(m, 1) - A @ x0.T)).T
+    assert torch.allclose(z.reshape(4, d), want, atol=1e-10), (z.reshape(4, d) - want).abs().max()
+
+
+def test_the_method_grid_is_its_registered_spacing_unless_given():
+    """diffpir runs on the quadratic grid by default and on the given one when asked; the
+    eps calls see exactly make_timesteps' times."""
+    from scorelab.samplers.timesteps import make_timesteps
+
+    gm = two_modes()
+    eps = gm.eps_fn(DDPM)
+    for method, spacing, want in (("diffpir", None, "quadratic"), ("diffpir", "uniform", "uniform"),
+                                  ("ddnm", None, "uniform"), ("ddnm", "logsnr", "logsnr")):
+        seen = []
+
+        def spy(x, t, seen=seen):
+            seen.append(float(t[0]))
+            return eps(x, t)
+
+        post.sample(spy, DDPM, MASK8, torch.zeros(5), 0.1, method, 6, spacing=spacing, n=2,
+                    generator=gen())  # fmt: skip
+        grid = make_timesteps(DDPM, 6, want, t_min=DDPM.sampling_t_min)
+        assert seen == pytest.approx(grid[:-1].tolist()), (method, spacing, seen)

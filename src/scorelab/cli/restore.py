@@ -29,6 +29,7 @@ def int_box(text: str) -> tuple[int, int, int, int]:
 
 def register(sub) -> None:
     from scorelab.posterior import METHODS
+    from scorelab.samplers.timesteps import SPACINGS
 
     p = sub.add_parser(
         "restore",
@@ -76,6 +77,12 @@ def register(sub) -> None:
         + "; ".join(f"{n}: {', '.join(s.options) or '-'}" for n, s in METHODS.items()),
     )
     p.add_argument("--steps", type=positive_int, default=100, help="grid intervals (default: 100)")
+    p.add_argument(
+        "--spacing",
+        choices=SPACINGS,
+        default=None,
+        help="the time grid (default: the method's own: quadratic for diffpir, else uniform)",
+    )
     p.add_argument("--n", type=positive_int, default=8, help="posterior samples (default: 8)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed (default: 0)")
     p.add_argument("--out", type=Path, required=True, help="FILE.png (image runs) or FILE.npy")
@@ -181,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = posterior.sample(
         run_.eps_fn, run_.schedule, operator, y_model, args.sigma_y / norm.scale, args.method,
-        args.steps, n=args.n, generator=g, **options,
+        args.steps, spacing=args.spacing, n=args.n, generator=g, **options,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     samples = norm.decode(result.x).detach()
@@ -203,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         m *= s
     report = {
         "task": args.task, "method": args.method, "n": args.n, "steps": args.steps,
+        "spacing": args.spacing or posterior.METHODS[args.method].spacing,
         "nfe": result.nfe, "seconds": round(seconds, 3), "sigma_y": args.sigma_y,
         "residual": [round(float(r), 6) for r in residual],
         "expected_residual": args.sigma_y * m**0.5, "out": str(args.out),

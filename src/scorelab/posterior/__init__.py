@@ -8,6 +8,7 @@ grad_x log p_t(y | x_t) that Bayes adds to the prior's score (docs/theory.md §3
   dps      Chung et al. 2023       p(x_0 | x_t) ~ delta(x0_hat), step zeta / ||y - A x0_hat||
   pigdm    Song et al. 2023        p(x_0 | x_t) ~ N(x0_hat, r_t^2 I); exact for N(mu, v I) data
   ddnm     Wang et al. 2023        range-null projection of x0_hat with the SVD (DDNM+ noise)
+  diffpir  Zhu et al. 2023         x0_hat -> prox of ||y - A z||^2 (SVD), re-noised; quadratic grid
   repaint  Lugmayr et al. 2022     observed pixels from the noised y (Mask only), resampling
   sdedit   Meng et al. 2022        start from A^+ y noised to t0; no likelihood term after
 
@@ -33,6 +34,7 @@ from scorelab.posterior.guided import pigdm_guided, sample_dps, sample_pigdm
 from scorelab.posterior.projection import (
     repaint_path,
     sample_ddnm,
+    sample_diffpir,
     sample_repaint,
     sample_sdedit,
 )
@@ -92,6 +94,7 @@ def sample(
     method: str = "pigdm",
     steps: int | None = None,
     *,
+    spacing: str | None = None,
     n: int = 1,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
@@ -100,8 +103,10 @@ def sample(
 ) -> PosteriorResult:
     """n samples of p(x | y) for y = A x + sigma_y n, the prior given by eps_fn(x, t).
 
-    steps: grid intervals (default: the schedule's default_steps), on the uniform grid that
-    samplers use; options go to the method (`METHODS[name].options`, checked). Bad input (y's
+    steps: grid intervals (default: the schedule's default_steps), on the grid `spacing` (one
+    of samplers.timesteps.SPACINGS; default: the method's own, `METHODS[name].spacing`, uniform
+    for all but diffpir's quadratic); options go to the method (`METHODS[name].options`,
+    checked). Bad input (y's
     shape, sigma_y < 0 or not finite, an operator the method cannot use, an unknown method or
     option) is a one-line ScorelabError.
     """
@@ -115,7 +120,10 @@ def sample(
     spec.check_operator(operator)
     y = observation(operator, y).to(device=device, dtype=dtype)
     timesteps = make_timesteps(
-        schedule, steps or schedule.default_steps, "uniform", t_min=schedule.sampling_t_min
+        schedule,
+        steps or schedule.default_steps,
+        spacing or spec.spacing,
+        t_min=schedule.sampling_t_min,
     )
     nfe = 0
 
@@ -149,6 +157,7 @@ __all__ = [
     "residual",
     "sample",
     "sample_ddnm",
+    "sample_diffpir",
     "sample_dps",
     "sample_pigdm",
     "sample_repaint",

@@ -6,15 +6,16 @@
                      generator=None): ...
 
 The options must be exactly the function's keyword-only parameters other than generator, with
-the same defaults (checked when it registers), as for samplers (samplers/registry.py, whose
-OptionSpec and Range this reuses). operator says what the method needs of the operator: "any",
-"svd" (has_svd) or "mask" (a Mask). METHODS (name -> MethodSpec) is a read-only view.
+the same defaults (checked when it registers), as for samplers: samplers/registry.py's
+OptionSpec, and its checks and --opt parsing (check_option_values, parse_option_items), label
+their errors "(method NAME)". operator says what the method needs of the operator: "any",
+"svd" (has_svd) or "mask" (a Mask); spacing is its default grid. METHODS (name -> MethodSpec)
+is a read-only view.
 """
 
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -24,7 +25,13 @@ from torch import Tensor
 
 from scorelab.errors import ScorelabError
 from scorelab.operators import Mask
-from scorelab.samplers.registry import OptionSpec
+from scorelab.samplers.registry import (
+    OptionSpec,
+    check_option_values,
+    describe_options,
+    parse_option_items,
+)
+from scorelab.samplers.timesteps import SPACINGS
 
 OPERATOR_NEEDS = ("any", "svd", "mask")
 
@@ -40,6 +47,7 @@ class MethodSpec:
     nfe: str
     operator: str
     options: Mapping[str, OptionSpec]
+    spacing: str = "uniform"
 
     def check_operator(self, operator: Any) -> None:
         """A ScorelabError of one line if the method cannot use this operator."""
@@ -65,12 +73,16 @@ def register_method(
     paper: str,
     nfe: str,
     operator: str = "any",
+    spacing: str = "uniform",
     options: Mapping[str, OptionSpec] | None = None,
 ) -> Callable[[F], F]:
-    """A decorator that registers a posterior method under name and returns it unchanged."""
+    """A decorator that registers a posterior method under name and returns it unchanged;
+    spacing is the method's default grid (`posterior.sample(spacing=None)`)."""
     options = dict(options or {})
     if operator not in OPERATOR_NEEDS:
         raise TypeError(f"method {name!r}: operator must be one of {OPERATOR_NEEDS}")
+    if spacing not in SPACINGS:
+        raise TypeError(f"method {name!r}: unknown spacing {spacing!r}")
 
     def decorate(fn: F) -> F:
         params = {
@@ -90,7 +102,7 @@ def register_method(
         if old is not None and old.fn.__qualname__ != fn.__qualname__:
             raise TypeError(f"method {name!r} is already registered")
         _specs[name] = MethodSpec(
-            name, fn, summary, paper, nfe, operator, MappingProxyType(dict(options))
+            name, fn, summary, paper, nfe, operator, MappingProxyType(dict(options)), spacing
         )
         return fn
 
@@ -109,51 +121,14 @@ def get_method(name: str) -> MethodSpec:
 
 def accepted(name: str) -> str:
     """'method dps takes: zeta (float > 0), eta (float in [0, 1])'."""
-    options = get_method(name).options
-    if not options:
-        return f"method {name} takes no options"
-    return f"method {name} takes: " + ", ".join(f"{k} ({o.describe()})" for k, o in options.items())
-
-
-def _check(name: str, key: str, opt: OptionSpec, value: Any) -> None:
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = {
-        float: real,
-        int: isinstance(value, numbers.Integral) and not isinstance(value, bool),
-        bool: isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(opt.type, isinstance(value, opt.type))
-    if (
-        not ok
-        or (opt.choices is not None and value not in opt.choices)
-        or (opt.check is not None and not opt.check(value))
-    ):
-        raise ScorelabError(f"{key} must be a {opt.describe()}, got {value!r} (method {name})")
+    return describe_options(f"method {name}", get_method(name).options)
 
 
 def validate_options(name: str, options: Mapping[str, Any]) -> None:
     """Options from Python: known keys, values of the option's type and range."""
-    spec = get_method(name)
-    for key, value in options.items():
-        if key not in spec.options:
-            raise ScorelabError(f"unknown option {key!r}: {accepted(name)}")
-        _check(name, key, spec.options[key], value)
+    check_option_values(f"method {name}", get_method(name).options, options)
 
 
 def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
     """['zeta=0.5', 'eta=1'] -> {'zeta': 0.5, 'eta': 1.0}, typed and checked (one-line errors)."""
-    spec, out = get_method(name), {}
-    for item in items:
-        key, eq, text = (s.strip() for s in item.partition("="))
-        if not eq or not key:
-            raise ScorelabError(f"--opt must look like KEY=VALUE, got {item!r}; {accepted(name)}")
-        if key not in spec.options:
-            raise ScorelabError(f"unknown option {key!r}: {accepted(name)}")
-        opt = spec.options[key]
-        try:
-            value = opt.type(text) if opt.type is not bool else text.lower() in ("1", "true")
-        except ValueError:
-            raise ScorelabError(f"{key} must be a {opt.describe()}, got {text!r}") from None
-        _check(name, key, opt, value)
-        out[key] = value
-    return out
+    return parse_option_items(f"method {name}", get_method(name).options, items)

@@ -246,73 +246,79 @@ SAMPLERS: Mapping[str, Callable[..., Tensor]] = _View(lambda spec: spec.fn)
 SAMPLER_INFO: Mapping[str, SamplerInfo] = _View(lambda spec: spec.info)
 
 
-def accepted(name: str) -> str:
-    """'sampler pc takes: n_corrector (int >= 0), snr (float > 0)': what --opt can set."""
-    options = get_sampler(name).cli_options
+def describe_options(owner: str, options: Mapping[str, OptionSpec]) -> str:
+    """'sampler pc takes: n_corrector (int >= 0), snr (float > 0)': what --opt can set; owner
+    names whose options they are ('sampler pc', 'method dps')."""
+    options = {k: o for k, o in options.items() if o.cli}
     if not options:
-        return f"sampler {name} takes no options"
-    return f"sampler {name} takes: " + ", ".join(
-        f"{k} ({o.describe()})" for k, o in options.items()
-    )
+        return f"{owner} takes no options"
+    return f"{owner} takes: " + ", ".join(f"{k} ({o.describe()})" for k, o in options.items())
 
 
-def _unknown(name: str, key: str) -> ScorelabError:
-    return ScorelabError(f"unknown option {key!r}: {accepted(name)}")
+def accepted(name: str) -> str:
+    """What --opt can set for sampler name (describe_options)."""
+    return describe_options(f"sampler {name}", get_sampler(name).options)
 
 
-def _bad(name: str, key: str, what: str, value: Any) -> ScorelabError:
-    return ScorelabError(f"{key} must be {what}, got {value!r} (sampler {name})")
+def _bad(owner: str, key: str, what: str, value: Any) -> ScorelabError:
+    return ScorelabError(f"{key} must be {what}, got {value!r} ({owner})")
 
 
-def _check_value(name: str, key: str, opt: OptionSpec, value: Any) -> None:
+def _check_value(owner: str, key: str, opt: OptionSpec, value: Any) -> None:
     if opt.choices is not None and value not in opt.choices:
-        raise _bad(name, key, "one of " + ", ".join(map(str, opt.choices)), value)
+        raise _bad(owner, key, "one of " + ", ".join(map(str, opt.choices)), value)
     if opt.check is not None and not opt.check(value):
-        raise _bad(name, key, str(opt.check), value)
+        raise _bad(owner, key, str(opt.check), value)
 
 
-def parse_value(name: str, key: str, opt: OptionSpec, text: str) -> Any:
+def parse_value(owner: str, key: str, opt: OptionSpec, text: str) -> Any:
     """A command-line string as the option's type, checked against its choices or range."""
     if not opt.cli:
-        raise ScorelabError(
-            f"{key} is a {opt.type_name}: set it from Python, "
-            f"scorelab.sample(..., {key}=...) (sampler {name})"
-        )
+        raise ScorelabError(f"{key} is a {opt.type_name}: set it from Python ({owner})")
     word = text.strip().lower()
     if opt.nullable and word in _NONE:
         return None
     if opt.type is bool:
         if word not in _TRUE + _FALSE:
-            raise _bad(name, key, "true or false", text)
+            raise _bad(owner, key, "true or false", text)
         return word in _TRUE
     try:
         value = opt.type(text.strip()) if opt.type is not str else text
     except ValueError:
         noun = {float: "a number", int: "an integer"}[opt.type]
-        raise _bad(name, key, noun + (" or none" if opt.nullable else ""), text) from None
-    _check_value(name, key, opt, value)
+        raise _bad(owner, key, noun + (" or none" if opt.nullable else ""), text) from None
+    _check_value(owner, key, opt, value)
     return value
 
 
-def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
-    """['snr=0.16', 'n_corrector=2'] -> {'snr': 0.16, 'n_corrector': 2} for sampler name.
+def parse_option_items(
+    owner: str, options: Mapping[str, OptionSpec], items: Sequence[str]
+) -> dict[str, Any]:
+    """['snr=0.16', 'n_corrector=2'] -> {'snr': 0.16, 'n_corrector': 2}, typed and checked.
 
     A missing '=', an unknown or repeated key, or a value of the wrong type or out of range is
     a ScorelabError of one line naming the accepted options or the expected value.
     """
-    spec = get_sampler(name)
     out: dict[str, Any] = {}
     for item in items:
         key, eq, text = item.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise ScorelabError(f"--opt must look like KEY=VALUE, got {item!r}; {accepted(name)}")
-        if key not in spec.options:
-            raise _unknown(name, key)
+            raise ScorelabError(
+                f"--opt must look like KEY=VALUE, got {item!r}; "
+                f"{describe_options(owner, options)}"
+            )
+        if key not in options:
+            raise ScorelabError(f"unknown option {key!r}: {describe_options(owner, options)}")
         if key in out:
             raise ScorelabError(f"--opt {key} is given twice")
-        out[key] = parse_value(name, key, spec.options[key], text)
+        out[key] = parse_value(owner, key, options[key], text)
     return out
+
+
+def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
+    """--opt items for sampler name (parse_option_items)."""
+    return parse_option_items(f"sampler {name}", get_sampler(name).options, items)
 
 
 def _is_type(value: Any, kind: type) -> bool:
@@ -323,22 +329,28 @@ def _is_type(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def validate_options(name: str, options: Mapping[str, Any]) -> None:
-    """Options given from Python: every key must be one of the sampler's options, and every
-    value of its type (or None where that is allowed) and within its choices or range."""
-    spec = get_sampler(name)
-    for key, value in options.items():
-        opt = spec.options.get(key)
+def check_option_values(
+    owner: str, options: Mapping[str, OptionSpec], given: Mapping[str, Any]
+) -> None:
+    """Options given from Python: every key must be one of options, and every value of its
+    type (or None where that is allowed) and within its choices or range."""
+    for key, value in given.items():
+        opt = options.get(key)
         if opt is None:
-            raise _unknown(name, key)
+            raise ScorelabError(f"unknown option {key!r}: {describe_options(owner, options)}")
         if value is None and opt.nullable:
             continue
         if opt.python_types and isinstance(value, opt.python_types):
             continue
         if not _is_type(value, opt.type):
             article = "an" if opt.type_name[0] in "aeiou" else "a"
-            raise _bad(name, key, f"{article} {opt.describe()}", value)
-        _check_value(name, key, opt, value)
+            raise _bad(owner, key, f"{article} {opt.describe()}", value)
+        _check_value(owner, key, opt, value)
+
+
+def validate_options(name: str, options: Mapping[str, Any]) -> None:
+    """Options given from Python for sampler name (check_option_values)."""
+    check_option_values(f"sampler {name}", get_sampler(name).options, options)
 
 
 def describe(spec: SamplerSpec) -> dict[str, Any]:
