@@ -14,8 +14,9 @@ What it measures
    Per (prior, operator) --obs observations y = A x + sigma_y n (x from the prior, fixed seeds);
    the exact posterior `prior.posterior(A, y, sigma_y)` of each; every method draws --n samples
    at each NFE (20, 50, 100, 250) with `scorelab.posterior.sample` (defaults: dps zeta 0.3,
-   pigdm data_var 1, repaint jump 5 x 2, sdedit t0 0.5; repaint's steps are the most whose
-   NFE fits the column). Metrics, averaged over the observations, each with its floor:
+   pigdm data_var 1, diffpir lam 7 and zeta 0.3 on its quadratic grid, repaint jump 5 x 2,
+   sdedit t0 0.5; repaint's steps are the most whose NFE fits the column). Metrics, averaged
+   over the observations, each with its floor:
    - SW2: `sliced_wasserstein` (512 directions) to --n exact posterior samples; floor: another
      --n exact samples against the same set;
    - mean error: ||sample mean - exact mean|| / sqrt(d); floor: its expected value for --n exact
@@ -50,12 +51,14 @@ What it measures
    For a Gaussian prior the exact d x0_hat / d x_t is a_t S (a_t^2 S + sigma_t^2 I)^-1 = O(a_t),
    so where the variant drops g the true guidance is small; the exact priors measure what
    dropping it costs.
-4. Peer. deepinv's DPS and DiffPIR were asked for; deepinv does not import here. `pip install
-   --dry-run deepinv` resolves deepinv 0.5.0 with torchvision 0.29.1 and torch 2.14.1, which
-   would replace the project's CPU torch 2.13.0 (the torchvision built for 2.13, 0.28, fails
-   to load on it: "operator torchvision::nms does not exist"). The benchmark tries `import
-   deepinv` and records the outcome in the report; the peer's code path is not implemented
-   (it could not be run or tested on this machine).
+4. Peer: deepinv's DPS and DiffPIR (benchmarks/_deepinv_peer.py) on the exact-prior problems,
+   fed the prior's exact denoiser in deepinv's [0, 1] image convention (x / scale as its
+   [-1, 1] image, each cell keeping the better of scale 1 and 2), at the same NFE (denoiser
+   calls, counted), judged by the same Judge. deepinv imports torchvision, whose wheels need
+   another torch than this project's CPU build; its samplers do not use it, so the benchmark
+   imports deepinv on an inert stand-in when torchvision is missing. Install it without
+   letting it touch torch: `pip install --no-deps deepinv torchmetrics lightning-utilities
+   einops natsort h5py`. Without deepinv the peer's rows are left out and the report says why.
 
 Run
 ---
@@ -64,7 +67,8 @@ Run
     .venv/bin/python benchmarks/posterior.py --run runs/digits   # reuse a trained digits run
 
 Options: --n (samples per set, default 2000), --obs (observations per operator, default 3),
---train-steps (default 3000), --run DIR, --threads (default 1), --parts exact,digits, --out.
+--train-steps (default 3000), --run DIR, --threads (default 1), --parts exact,digits, --out,
+--no-peer (skip deepinv).
 Needs scikit-learn (digits) and matplotlib. Writes benchmarks/results/posterior.md (or --out)
 and the two pictures beside it.
 """
@@ -545,9 +549,10 @@ def report(args, nfes, settings, digits, peer, minutes) -> str:
         ),
         "",
         "Methods (`scorelab.posterior.sample`, defaults): dps (zeta 0.3), pigdm (data_var 1), "
-        "ddnm, repaint (Mask only; jump 5, resample 2: its steps are the most whose NFE fits "
-        "the column), sdedit (t0 0.5); a PiGDM variant written in the benchmark (not in "
-        "scorelab): its guidance only where abar_t >= 0.01. Oracle rows: the "
+        "ddnm, diffpir (lam 7, zeta 0.3, its quadratic grid), repaint (Mask only; jump 5, "
+        "resample 2: its steps are the most whose NFE fits the column), sdedit (t0 0.5); a "
+        "PiGDM variant written in the benchmark (not in scorelab): its guidance only where "
+        "abar_t >= 0.01. Oracle rows: the "
         "exact posterior's eps through `scorelab.samplers.sample` (ddim eta 1; dpm-solver++): "
         "a perfect method's discretization error. The prior's exact eps stands in for the "
         "network; DDPM linear schedule, T = 1000. See the docstring of benchmarks/posterior.py "
