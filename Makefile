@@ -70,9 +70,10 @@ bench-interop: $(BIN)/scorelab
 bench-processes: $(BIN)/scorelab
 	$(BIN)/python benchmarks/processes.py
 
-# posterior sampling (dps, pigdm, ddnm, repaint, sdedit) against exact Gaussian-mixture
-# posteriors at NFE 20/50/100/250, then inpainting and 2x super-resolution with a digits model
-# trained in the run (needs scikit-learn; about 10 minutes on one thread)
+# posterior sampling (dps, pigdm, ddnm, diffpir, repaint, sdedit; deepinv's DPS and DiffPIR
+# when it is installed) against exact Gaussian-mixture posteriors at NFE 20/50/100/250, then
+# inpainting and 2x super-resolution with a digits model trained in the run (needs
+# scikit-learn; about 15 minutes on one thread)
 bench-posterior: $(BIN)/scorelab
 	$(BIN)/python benchmarks/posterior.py
 
