@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import math
 import sys
 import types
 from typing import Any
@@ -188,7 +187,3 @@ def describe(how: str) -> str:
         "DiffPIR divides by the noise level: at sigma_y = 0 it runs with 1e-3 (x units: "
         f"{2e-3:g} x scale)."
     )
-
-
-def nan_safe(v: float) -> float:
-    return v if math.isfinite(v) else math.inf

@@ -106,9 +106,8 @@ def sample(
     steps: grid intervals (default: the schedule's default_steps), on the grid `spacing` (one
     of samplers.timesteps.SPACINGS; default: the method's own, `METHODS[name].spacing`, uniform
     for all but diffpir's quadratic); options go to the method (`METHODS[name].options`,
-    checked). Bad input (y's
-    shape, sigma_y < 0 or not finite, an operator the method cannot use, an unknown method or
-    option) is a one-line ScorelabError.
+    checked). Bad input (y's shape, sigma_y < 0 or not finite, an operator the method cannot
+    use, an unknown method, option or spacing) is a one-line ScorelabError.
     """
     spec = get_method(method)
     validate_options(method, options)

@@ -260,6 +260,10 @@ def accepted(name: str) -> str:
     return describe_options(f"sampler {name}", get_sampler(name).options)
 
 
+def _unknown(owner: str, options: Mapping[str, OptionSpec], key: str) -> ScorelabError:
+    return ScorelabError(f"unknown option {key!r}: {describe_options(owner, options)}")
+
+
 def _bad(owner: str, key: str, what: str, value: Any) -> ScorelabError:
     return ScorelabError(f"{key} must be {what}, got {value!r} ({owner})")
 
@@ -274,7 +278,10 @@ def _check_value(owner: str, key: str, opt: OptionSpec, value: Any) -> None:
 def parse_value(owner: str, key: str, opt: OptionSpec, text: str) -> Any:
     """A command-line string as the option's type, checked against its choices or range."""
     if not opt.cli:
-        raise ScorelabError(f"{key} is a {opt.type_name}: set it from Python ({owner})")
+        call = "scorelab.posterior.sample" if owner.startswith("method ") else "scorelab.sample"
+        raise ScorelabError(
+            f"{key} is a {opt.type_name}: set it from Python, {call}(..., {key}=...) ({owner})"
+        )
     word = text.strip().lower()
     if opt.nullable and word in _NONE:
         return None
@@ -309,7 +316,7 @@ def parse_option_items(
                 f"{describe_options(owner, options)}"
             )
         if key not in options:
-            raise ScorelabError(f"unknown option {key!r}: {describe_options(owner, options)}")
+            raise _unknown(owner, options, key)
         if key in out:
             raise ScorelabError(f"--opt {key} is given twice")
         out[key] = parse_value(owner, key, options[key], text)
@@ -337,7 +344,7 @@ def check_option_values(
     for key, value in given.items():
         opt = options.get(key)
         if opt is None:
-            raise ScorelabError(f"unknown option {key!r}: {describe_options(owner, options)}")
+            raise _unknown(owner, options, key)
         if value is None and opt.nullable:
             continue
         if opt.python_types and isinstance(value, opt.python_types):
